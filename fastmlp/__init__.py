@@ -1,0 +1,8 @@
+"""fastmlp: fast multilayer perceptrons on the CPU, with hand-written Numba kernels."""
+
+from .errors import DivergenceError, ModelFileError
+from .model import MLP
+from .serialization import load
+
+__version__ = "0.1.0"
+__all__ = ["MLP", "load", "DivergenceError", "ModelFileError", "__version__"]

@@ -1,0 +1,98 @@
+"""The one place where JIT options are set.
+
+Every kernel is compiled through :func:`kernel` or :func:`parallel_kernel`, so the
+options below apply to all of them, and a kernel's serial and parallel variants
+come from the same Python source.
+"""
+
+import hashlib
+import os
+import pathlib
+import types
+
+import numba
+
+# Flags rather than fastmath=True: 'contract' gives FMA, while leaving out
+# 'nnan'/'ninf' keeps finiteness checks alive and leaving out 'reassoc' keeps
+# every sum in its written order, so results never depend on vector width or
+# thread count.
+OPTIONS = {
+    "fastmath": frozenset({"contract", "nsz", "arcp"}),
+    "error_model": "numpy",
+    "boundscheck": False,
+    "nogil": True,
+}
+
+CACHE = os.environ.get("FASTMLP_NO_CACHE", "") in ("", "0")
+
+
+def _fingerprint():
+    # Numba's cache key ignores JIT options and changes in callees defined in
+    # other modules; fold both into the cached functions' names instead.
+    canonical = {key: sorted(value) if isinstance(value, frozenset) else value
+                 for key, value in OPTIONS.items()}
+    digest = hashlib.sha256(repr(sorted(canonical.items())).encode())
+    digest.update(numba.__version__.encode())
+    kernel_dir = pathlib.Path(__file__).parent / "kernels"
+    try:
+        for path in sorted(kernel_dir.glob("*.py")) + [pathlib.Path(__file__)]:
+            digest.update(path.read_bytes())
+    except OSError:
+        pass
+    return digest.hexdigest()[:12]
+
+
+FINGERPRINT = _fingerprint()
+
+
+def _compile(fn, parallel, tag):
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
+                               fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = f"{fn.__qualname__}__{tag}_{FINGERPRINT}"
+    clone.__module__ = fn.__module__
+    clone.__doc__ = fn.__doc__
+    options = dict(OPTIONS, fastmath=set(OPTIONS["fastmath"]), parallel=parallel)
+    if CACHE:
+        try:
+            return numba.njit(cache=True, **options)(clone)
+        except RuntimeError:
+            pass  # no writable cache directory anywhere: compile per process
+    return numba.njit(cache=False, **options)(clone)
+
+
+def kernel(fn):
+    """Compile `fn` as one serial kernel (or helper called from kernels)."""
+    return _compile(fn, False, "serial")
+
+
+class ParallelKernel:
+    """A kernel compiled twice from one source: `.serial` and `.parallel`.
+
+    Callers choose by problem size, never by thread count, so the same inputs
+    always run the same machine code and give the same bits.
+    """
+
+    def __init__(self, fn):
+        self.serial = _compile(fn, False, "serial")
+        self.parallel = _compile(fn, True, "parallel")
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __repr__(self):
+        return f"<kernel {self.__name__}>"
+
+    def choose(self, parallel):
+        return self.parallel if parallel else self.serial
+
+
+def parallel_kernel(fn):
+    """Compile `fn`, whose outer loop is a prange, as a serial and a parallel kernel."""
+    return ParallelKernel(fn)
+
+
+# When a kernel runs its parallel variant: a rule on problem size alone, shared by
+# the Python model and the compiled epoch loop, so both run the same machine code.
+# Below these sizes (multiply-adds for matrix products, elements for elementwise
+# kernels) entering a parallel region costs more than the ~3-5 µs of work it splits.
+PARALLEL_MIN_WORK = 1 << 17
+PARALLEL_MIN_ELEMENTS = 1 << 14
