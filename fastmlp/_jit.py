@@ -11,6 +11,7 @@ import pathlib
 import types
 
 import numba
+import numba.extending
 
 # Flags rather than fastmath=True: 'contract' gives FMA, while leaving out
 # 'nnan'/'ninf' keeps finiteness checks alive and leaving out 'reassoc' keeps
@@ -96,3 +97,10 @@ def parallel_kernel(fn):
 # kernels) entering a parallel region costs more than the ~3-5 µs of work it splits.
 PARALLEL_MIN_WORK = 1 << 17
 PARALLEL_MIN_ELEMENTS = 1 << 14
+
+
+def specialise(reference):
+    """Decorate a chooser of per-type implementations of `reference` (numba.extending.overload),
+    compiled with the same options as the kernels that call it."""
+    options = dict(OPTIONS, fastmath=set(OPTIONS["fastmath"]))
+    return numba.extending.overload(reference, jit_options=options)

@@ -80,12 +80,15 @@ class _Workspace:
         self.output = np.empty((n, sizes[-1]), dtype)
         self.batch_X = np.empty((n, sizes[0]), dtype)
         self.batch_Y = np.empty((n, sizes[-1]), dtype)
+        self.inputs_T_buffer = np.empty(n * sum(sizes[:-1]), dtype)
         self.hidden = _views(self.hidden_buffer, [(n, m) for m in sizes[1:-1]])
+        self.inputs_T = _views(self.inputs_T_buffer, [(k, n) for k in sizes[:-1]])
         self.deltas = _views(self.delta_buffer, [(n, m) for m in sizes[1:]])
         big = [n * k * m >= PARALLEL_MIN_WORK for k, m in layers]
         self.forward = [dense_forward.choose(p) for p in big]
         self.weight_grad = [weight_grad.choose(p) for p in big]
         self.input_grad = [input_grad.choose(p) for p in big]
+        self.transpose_inputs = [transpose.choose(n * k >= PARALLEL_MIN_ELEMENTS) for k in sizes[:-1]]
         self.output_activation = activation_forward.choose(n * sizes[-1] >= PARALLEL_MIN_ELEMENTS)
         self.gather = gather_rows.choose(n * sizes[0] >= PARALLEL_MIN_ELEMENTS)
 
@@ -277,7 +280,8 @@ class MLP:
         for layer in range(last, -1, -1):
             inputs = X if layer == 0 else workspace.hidden[layer - 1]
             delta = workspace.deltas[layer]
-            workspace.weight_grad[layer](inputs, delta, self._weight_grads[layer])
+            workspace.transpose_inputs[layer](inputs, workspace.inputs_T[layer])
+            workspace.weight_grad[layer](workspace.inputs_T[layer], delta, self._weight_grads[layer])
             bias_grad(delta, self._bias_grads[layer])
             if layer > 0:
                 self._transpose[layer](self.weights[layer], self._transposed[layer])
@@ -403,7 +407,8 @@ class MLP:
         total = train_epoch(X, Y, order, workspace.n, self._sizes, self._activation_array,
                             self._output_code, self._loss_code, self.params, self._grad,
                             self._velocity, first_step, lr, momentum, weight_decay, nesterov,
-                            workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
+                            workspace.hidden_buffer, workspace.delta_buffer, workspace.inputs_T_buffer,
+                            workspace.logits.reshape(-1),
                             workspace.output.reshape(-1), self._transposed_buffer,
                             workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1))
         if momentum != 0:

@@ -65,9 +65,10 @@ def load(path):
 
     name = os.fspath(path)
     try:
-        with np.load(name, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ModelFileError(f"{name} is a single NumPy array, not a fastmlp model file")
+        data = np.load(name, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ModelFileError(f"{name} is a single NumPy array, not a fastmlp model file")
+        with data:
             missing = [key for key in _KEYS if key not in data.files]
             if missing:
                 raise ModelFileError(f"{name} is not a fastmlp model file (missing {', '.join(missing)})")

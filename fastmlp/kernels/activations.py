@@ -5,10 +5,10 @@ backpropagation keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, and for the
 ReLU family the sign of ``a`` equals the sign of its input.
 """
 
-import numpy as np
 from numba import prange
 
 from .._jit import kernel, parallel_kernel
+from .functions import exp, sigmoid, tanh
 
 IDENTITY = 0
 SIGMOID = 1
@@ -18,16 +18,6 @@ LEAKY_RELU = 4
 SOFTMAX = 5
 
 LEAKY_RELU_SLOPE = 0.01
-
-
-@kernel
-def sigmoid(z):
-    """1 / (1 + exp(-z)) without overflow for large |z|."""
-    one = type(z)(1)
-    if z >= 0:
-        return one / (one + np.exp(-z))
-    e = np.exp(z)
-    return e / (one + e)
 
 
 @kernel
@@ -43,7 +33,7 @@ def activate_row(z, activation, out):
             out[j] = sigmoid(z[j])
     elif activation == TANH:
         for j in range(m):
-            out[j] = np.tanh(z[j])
+            out[j] = tanh(z[j])
     elif activation == RELU:
         for j in range(m):
             out[j] = max(z[j], zero)
@@ -55,11 +45,11 @@ def activate_row(z, activation, out):
         largest = z[0]
         for j in range(1, m):
             largest = max(largest, z[j])
+        for j in range(m):
+            out[j] = exp(z[j] - largest)
         total = zero
         for j in range(m):
-            e = np.exp(z[j] - largest)
-            out[j] = e
-            total += e
+            total += out[j]
         for j in range(m):
             out[j] = out[j] / total
 

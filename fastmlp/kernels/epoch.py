@@ -34,24 +34,29 @@ def forward_layer(inputs, W, b, activation, out):
 
 
 @kernel
-def backward_layer(inputs, delta, gW, gb):
-    """gW = inputs.T @ delta, gb = column sums of delta, serial or parallel by size."""
-    if inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK:
-        weight_grad_parallel(inputs, delta, gW)
+def backward_layer(inputs, delta, inputs_T, gW, gb):
+    """gW = inputs.T @ delta (through inputs_T, filled here), gb = column sums of delta,
+    serial or parallel by size."""
+    if inputs.shape[0] * inputs.shape[1] >= PARALLEL_MIN_ELEMENTS:
+        transpose_parallel(inputs, inputs_T)
     else:
-        weight_grad_serial(inputs, delta, gW)
+        transpose_serial(inputs, inputs_T)
+    if inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK:
+        weight_grad_parallel(inputs_T, delta, gW)
+    else:
+        weight_grad_serial(inputs_T, delta, gW)
     bias_grad(delta, gb)
 
 
 @kernel
 def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad, velocity,
                 first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, logits, output, transposed):
+                hidden, deltas, inputs_T, logits, output, transposed):
     """One SGD step on the batch X[rows, sizes[0]], Y[rows, sizes[-1]]; returns its mean loss.
 
-    hidden, deltas, logits, output, transposed: flat workspaces of at least
-    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sizes[-1] (twice)
-    and sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
+    hidden, deltas, inputs_T, logits, output, transposed: flat workspaces of at least
+    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sum(sizes[:-1]),
+    rows * sizes[-1] (twice) and sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
     """
     rows = X.shape[0]
     n_layers = sizes.shape[0] - 1
@@ -95,6 +100,9 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
     t_at = 0
     for layer in range(1, n_layers):
         t_at += sizes[layer] * sizes[layer + 1]
+    i_at = 0
+    for layer in range(n_layers):
+        i_at += rows * sizes[layer]
     d_at -= rows * n_out
     delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
     value = loss_gradient(Z, P, Y, loss, output_activation, delta)
@@ -104,12 +112,14 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
         b_at -= m
         gW = grad[w_at:w_at + k * m].reshape((k, m))
         gb = grad[b_at:b_at + m]
+        i_at -= rows * k
+        inputs_T_layer = inputs_T[i_at:i_at + rows * k].reshape((k, rows))
         if layer == 0:
-            backward_layer(X, delta, gW, gb)
+            backward_layer(X, delta, inputs_T_layer, gW, gb)
             break
         h_at -= rows * k
         inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
-        backward_layer(inputs, delta, gW, gb)
+        backward_layer(inputs, delta, inputs_T_layer, gW, gb)
         W = params[w_at:w_at + k * m].reshape((k, m))
         t_at -= k * m
         WT = transposed[t_at:t_at + k * m].reshape((m, k))
@@ -137,7 +147,7 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
 @kernel
 def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, loss,
                 params, grad, velocity, first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, logits, output, transposed, batch_X, batch_Y):
+                hidden, deltas, inputs_T, logits, output, transposed, batch_X, batch_Y):
     """One epoch of SGD over the rows of X[n, d], Y[n, k] in `order` (in order if `order` is
     empty), batches of `batch_size`, the last one shorter; returns the sum of batch loss * rows,
     stopping early with a non-finite value if the loss diverges."""
@@ -149,8 +159,8 @@ def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, 
         if order.shape[0] == 0:
             value = train_batch(X[start:start + rows], Y[start:start + rows], sizes, activations,
                                 output_activation, loss, params, grad, velocity, first_step, lr,
-                                momentum, weight_decay, nesterov, hidden, deltas, logits, output,
-                                transposed)
+                                momentum, weight_decay, nesterov, hidden, deltas, inputs_T, logits,
+                                output, transposed)
         else:
             batch_rows = order[start:start + rows]
             Xb = batch_X[:rows * d].reshape((rows, d))
@@ -162,7 +172,7 @@ def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, 
             gather_rows_serial(Y, batch_rows, Yb)
             value = train_batch(Xb, Yb, sizes, activations, output_activation, loss, params, grad,
                                 velocity, first_step, lr, momentum, weight_decay, nesterov, hidden,
-                                deltas, logits, output, transposed)
+                                deltas, inputs_T, logits, output, transposed)
         first_step = False
         total += value * rows
         if not np.isfinite(total):

@@ -36,7 +36,7 @@ def squared_error_sum(P, Y):
         p = P[i]
         y = Y[i]
         for j in range(P.shape[1]):
-            d = float(p[j]) - float(y[j])
+            d = np.float64(p[j]) - np.float64(y[j])
             total += d * d
     return total
 
@@ -51,28 +51,28 @@ def loss_value(Z, P, Y, loss):
     elif loss == MAE:
         for i in range(n):
             for j in range(k):
-                total += abs(float(P[i, j]) - float(Y[i, j]))
+                total += abs(np.float64(P[i, j]) - np.float64(Y[i, j]))
     elif loss == CROSS_ENTROPY:
         for i in range(n):
             z = Z[i]
             y = Y[i]
-            largest = float(z[0])
+            largest = np.float64(z[0])
             for j in range(1, k):
-                largest = max(largest, float(z[j]))
+                largest = max(largest, np.float64(z[j]))
             exp_sum = 0.0
             y_sum = 0.0
             y_dot_z = 0.0
             for j in range(k):
-                exp_sum += np.exp(float(z[j]) - largest)
-                y_sum += float(y[j])
-                y_dot_z += float(y[j]) * float(z[j])
+                exp_sum += np.exp(np.float64(z[j]) - largest)
+                y_sum += np.float64(y[j])
+                y_dot_z += np.float64(y[j]) * np.float64(z[j])
             total += (largest + np.log(exp_sum)) * y_sum - y_dot_z
         return total / n
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(n):
             for j in range(k):
-                z = float(Z[i, j])
-                total += softplus(z) - float(Y[i, j]) * z
+                z = np.float64(Z[i, j])
+                total += softplus(z) - np.float64(Y[i, j]) * z
     mean = total / (n * k)
     if loss == RMSE:
         return np.sqrt(mean)

@@ -1,0 +1,193 @@
+"""fastmlp.kernels.matmul: dense_forward, input_grad, weight_grad, bias_grad, transpose."""
+
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import ACTIVATION_CODES
+from fastmlp.kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
+
+# (n, k, m): 1x1, batch below the thread count (n=1), sizes not multiples of 4,
+# exact multiples of 4, and batches with 1..3 leftover rows.
+SHAPES = [(1, 1, 1), (1, 9, 3), (2, 3, 5), (4, 4, 4), (5, 8, 1), (7, 13, 5), (37, 23, 11),
+          (64, 17, 6)]
+SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+ACTIVATIONS = list(ACTIVATION_CODES)
+
+
+def random(rng, shape, dtype, scale=1.0):
+    return (scale * rng.normal(size=shape)).astype(dtype)
+
+
+# --------------------------------------------------------------- dense_forward
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_dense_forward_matches_reference(shape, activation, dtype, rng, assert_close):
+    n, k, m = shape
+    X, W, b = random(rng, (n, k), dtype), random(rng, (k, m), dtype), random(rng, m, dtype)
+    out = np.full((n, m), np.nan, dtype)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES[activation], out)
+    expected = ref.activation(activation, X.astype(np.float64) @ W.astype(np.float64) + b)
+    assert_close(out, expected, dtype, scale=np.sqrt(k))
+
+
+@pytest.mark.parametrize("activation", ["identity", "tanh", "softmax"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_dense_forward_parallel_equals_serial_bitwise(shape, activation, dtype, rng):
+    n, k, m = shape
+    X, W, b = random(rng, (n, k), dtype), random(rng, (k, m), dtype), random(rng, m, dtype)
+    serial, parallel = np.empty((n, m), dtype), np.empty((n, m), dtype)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES[activation], serial)
+    dense_forward.parallel(X, W, b, ACTIVATION_CODES[activation], parallel)
+    assert parallel.dtype == dtype
+    assert np.array_equal(parallel, serial)
+
+
+def test_dense_forward_row_does_not_depend_on_batch_position(dtype, rng):
+    # The module promises the same summation order whatever the 4-row blocking:
+    # a row computed inside a full block equals the row computed on its own.
+    n, k, m = 11, 23, 7
+    X, W, b = random(rng, (n, k), dtype), random(rng, (k, m), dtype), random(rng, m, dtype)
+    batch = np.empty((n, m), dtype)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES["identity"], batch)
+    for i in range(n):
+        alone = np.empty((1, m), dtype)
+        dense_forward.serial(X[i:i + 1].copy(), W, b, ACTIVATION_CODES["identity"], alone)
+        assert np.array_equal(alone[0], batch[i]), f"row {i}"
+
+
+def test_dense_forward_float32_stays_float32(rng):
+    # A float32 computation differs from the float64 one rounded to float32 for some
+    # element; a silently promoted kernel would match it exactly everywhere.
+    n, k, m = 37, 23, 11
+    X, W, b = (random(rng, (n, k), np.float32), random(rng, (k, m), np.float32),
+               random(rng, m, np.float32))
+    out = np.empty((n, m), np.float32)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES["identity"], out)
+    rounded = (X.astype(np.float64) @ W.astype(np.float64) + b).astype(np.float32)
+    assert out.dtype == np.float32
+    assert not np.array_equal(out, rounded)
+
+
+# ------------------------------------------------------------------ input_grad
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_input_grad_matches_reference(shape, activation, dtype, rng, assert_close):
+    n, k, m = shape
+    dZ, W = random(rng, (n, m), dtype), random(rng, (k, m), dtype)
+    A = ref.activation(activation, rng.normal(size=(n, k))).astype(dtype)  # the layer's input
+    WT = np.ascontiguousarray(W.T)
+    out = np.full((n, k), np.nan, dtype)
+    input_grad.serial(dZ, WT, A, ACTIVATION_CODES[activation], out)
+    A64 = A.astype(np.float64)
+    expected = ref.activation_backward(activation, A64, dZ.astype(np.float64) @ W.T.astype(np.float64))
+    assert_close(out, expected, dtype, scale=np.sqrt(m) * 4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "softmax"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_input_grad_parallel_equals_serial_bitwise(shape, activation, dtype, rng):
+    n, k, m = shape
+    dZ, WT = random(rng, (n, m), dtype), random(rng, (m, k), dtype)
+    A = ref.activation(activation, rng.normal(size=(n, k))).astype(dtype)
+    serial, parallel = np.empty((n, k), dtype), np.empty((n, k), dtype)
+    input_grad.serial(dZ, WT, A, ACTIVATION_CODES[activation], serial)
+    input_grad.parallel(dZ, WT, A, ACTIVATION_CODES[activation], parallel)
+    assert np.array_equal(parallel, serial)
+
+
+# ----------------------------------------------------------------- weight_grad
+# weight_grad(AT, dZ, out): out[k, m] = AT[k, n] @ dZ[n, m], AT the layer input transposed.
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_weight_grad_matches_reference(shape, dtype, rng, assert_close):
+    n, k, m = shape
+    A, dZ = random(rng, (n, k), dtype), random(rng, (n, m), dtype)
+    out = np.full((k, m), np.nan, dtype)
+    weight_grad.serial(np.ascontiguousarray(A.T), dZ, out)
+    assert_close(out, A.astype(np.float64).T @ dZ.astype(np.float64), dtype, scale=np.sqrt(n) * 2)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_weight_grad_parallel_equals_serial_bitwise(shape, dtype, rng):
+    n, k, m = shape
+    AT, dZ = random(rng, (k, n), dtype), random(rng, (n, m), dtype)
+    serial, parallel = np.empty((k, m), dtype), np.empty((k, m), dtype)
+    weight_grad.serial(AT, dZ, serial)
+    weight_grad.parallel(AT, dZ, parallel)
+    assert np.array_equal(parallel, serial)
+
+
+def test_weight_grad_sums_over_the_batch_in_order():
+    # "summed over n in order": a float32 sum whose value depends on the order.
+    AT = np.ones((1, 3), np.float32)
+    dZ = np.array([[1e8], [1.0], [-1e8]], np.float32)
+    out = np.empty((1, 1), np.float32)
+    weight_grad.serial(AT, dZ, out)
+    assert out[0, 0] == (np.float32(1e8) + np.float32(1.0)) - np.float32(1e8)
+
+
+# ------------------------------------------------------------------- bias_grad
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (37, 11), (64, 6)])
+def test_bias_grad_matches_reference(shape, dtype, rng, assert_close):
+    dZ = random(rng, shape, dtype)
+    out = np.full(shape[1], np.nan, dtype)
+    bias_grad(dZ, out)
+    assert_close(out, dZ.astype(np.float64).sum(axis=0), dtype, scale=np.sqrt(shape[0]) * 2)
+
+
+def test_bias_grad_sums_in_row_order(rng):
+    # "summed over n in order": equal bitwise to a left-to-right float32 sum.
+    dZ = random(rng, (37, 5), np.float32, scale=1e3)
+    out = np.empty(5, np.float32)
+    bias_grad(dZ, out)
+    expected = np.zeros(5, np.float32)
+    for row in dZ:
+        expected = expected + row
+    assert np.array_equal(out, expected)
+
+
+# ------------------------------------------------------------------- transpose
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 1), (3, 8), (5, 16), (7, 13), (37, 23),
+                                   (64, 100)])
+def test_transpose_matches_numpy(shape, dtype, rng):
+    W = random(rng, shape, dtype)
+    serial = np.empty(shape[::-1], dtype)
+    parallel = np.empty(shape[::-1], dtype)
+    transpose.serial(W, serial)
+    transpose.parallel(W, parallel)
+    assert serial.dtype == dtype
+    assert np.array_equal(serial, W.T)
+    assert np.array_equal(parallel, W.T)
+
+
+# --------------------------------------------------------- read-only inputs
+def test_matmul_kernels_accept_read_only_inputs_and_leave_them_unchanged(rng, readonly):
+    n, k, m = 7, 13, 5
+    dtype = np.float64
+    X, W, b = readonly(random(rng, (n, k), dtype)), readonly(random(rng, (k, m), dtype)), \
+        readonly(random(rng, m, dtype))
+    dZ = readonly(random(rng, (n, m), dtype))
+    A = readonly(np.tanh(random(rng, (n, k), dtype)))
+    originals = [a.copy() for a in (X, W, b, dZ, A)]
+
+    out = np.empty((n, m), dtype)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES["tanh"], out)
+    np.testing.assert_allclose(out, np.tanh(X @ W + b), rtol=1e-12, atol=1e-13)
+    WT = np.empty((m, k), dtype)
+    transpose.serial(W, WT)
+    WT = readonly(WT)
+    grad_in = np.empty((n, k), dtype)
+    input_grad.serial(dZ, WT, A, ACTIVATION_CODES["tanh"], grad_in)
+    np.testing.assert_allclose(grad_in, (dZ @ W.T) * (1 - A * A), rtol=1e-12, atol=1e-13)
+    AT = np.empty((k, n), dtype)
+    transpose.serial(A, AT)
+    AT = readonly(AT)
+    grad_w = np.empty((k, m), dtype)
+    weight_grad.serial(AT, dZ, grad_w)
+    np.testing.assert_allclose(grad_w, A.T @ dZ, rtol=1e-12, atol=1e-13)
+    grad_b = np.empty(m, dtype)
+    bias_grad(dZ, grad_b)
+    np.testing.assert_allclose(grad_b, dZ.sum(axis=0), rtol=1e-12, atol=1e-13)
+
+    for array, original in zip((X, W, b, dZ, A), originals):
+        assert np.array_equal(array, original)
