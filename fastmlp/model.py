@@ -292,8 +292,8 @@ class MLP:
 
     def _sgd_step(self, lr, momentum, weight_decay, nesterov):
         first = momentum != 0 and not self._has_velocity
-        self._sgd(self.params, self._grad, self._velocity, self._n_weights, lr, momentum,
-                  weight_decay, nesterov, first, self.params)
+        self._sgd(self._grad, self._n_weights, lr, momentum, weight_decay, nesterov, first,
+                  self.params, self._velocity)
         if momentum != 0:
             self._has_velocity = True
 

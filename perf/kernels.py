@@ -93,8 +93,8 @@ def worker(library, dtype, batch_sizes):
         velocity = np.zeros(n, dtype)
         update = sgd_update.choose(n >= PARALLEL_MIN_ELEMENTS)
         lr, zero = dtype(0.01), dtype(0)
-        seconds = median_seconds(lambda: update(params, grad, velocity, n, lr, zero, zero, False,
-                                                False, params))
+        seconds = median_seconds(lambda: update(grad, n, lr, zero, zero, False, False, params,
+                                                velocity))
         elementwise.append({"sgd_update_params": n, "GB/s": 3.0 * params.nbytes / seconds / 1e9})
         threads = numba.get_num_threads()
     else:

@@ -1,11 +1,13 @@
-"""fastmlp.kernels.optim: sgd_update (PyTorch SGD over the flat parameter buffer)."""
+"""fastmlp.kernels.optim: sgd_update (PyTorch SGD over the flat parameter buffer, in place),
+and weight_grad_update / bias_grad_update (the gradient passes with the same step fused in)."""
 
 import numpy as np
 import pytest
 
 import reference as ref
 from fastmlp.kernels import optim
-from fastmlp.kernels.optim import sgd_update
+from fastmlp.kernels.matmul import bias_grad, weight_grad
+from fastmlp.kernels.optim import bias_grad_update, sgd_update, weight_grad_update
 
 # (n, n_decayed): 1 element, odd sizes, all / none decayed, and the weights/biases
 # boundary inside, before and after the parallel chunk boundary (CHUNK = 4096).
@@ -35,9 +37,10 @@ def expected_step(params, grad, velocity, n_decayed, lr, momentum, weight_decay,
 
 
 def call(kernel, params, grad, velocity, n_decayed, lr, momentum, weight_decay, nesterov, first,
-         out, dtype):
+         dtype):
+    """One in-place step: params and velocity are updated."""
     s = np.dtype(dtype).type
-    kernel(params, grad, velocity, n_decayed, s(lr), s(momentum), s(weight_decay), nesterov, first, out)
+    kernel(grad, n_decayed, s(lr), s(momentum), s(weight_decay), nesterov, first, params, velocity)
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
@@ -52,12 +55,10 @@ def test_sgd_update_matches_reference_over_two_steps(size, setting, dtype, rng, 
         first = step == 0
         exp_p, exp_v = expected_step(params, grad, velocity, n_decayed, lr, momentum,
                                      weight_decay, nesterov, first)
-        out = np.full(n, np.nan, dtype)
         call(sgd_update.serial, params, grad, velocity, n_decayed, lr, momentum, weight_decay,
-             nesterov, first, out, dtype)
-        assert_close(out, exp_p, dtype, scale=4)
+             nesterov, first, dtype)
+        assert_close(params, exp_p, dtype, scale=4)
         assert_close(velocity, exp_v, dtype, scale=4)
-        params = out
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
@@ -70,55 +71,102 @@ def test_sgd_update_parallel_equals_serial_bitwise(size, setting, dtype, rng):
     params_s, params_p = params.copy(), params.copy()
     for step in range(2):
         grad = rng.normal(size=n).astype(dtype)
-        # in place, as the model calls it: `out` is `params`
         call(sgd_update.serial, params_s, grad, velocity_s, n_decayed, lr, momentum, weight_decay,
-             nesterov, step == 0, params_s, dtype)
+             nesterov, step == 0, dtype)
         call(sgd_update.parallel, params_p, grad, velocity_p, n_decayed, lr, momentum,
-             weight_decay, nesterov, step == 0, params_p, dtype)
+             weight_decay, nesterov, step == 0, dtype)
         assert params_p.dtype == dtype
         assert np.array_equal(params_p, params_s)
         assert np.array_equal(velocity_p, velocity_s)
-
-
-def test_sgd_update_in_place_equals_separate_output(dtype, rng):
-    n = 4099
-    params, grad = rng.normal(size=n).astype(dtype), rng.normal(size=n).astype(dtype)
-    v1 = rng.normal(size=n).astype(dtype)
-    v2 = v1.copy()
-    out = np.empty(n, dtype)
-    in_place = params.copy()
-    call(sgd_update.serial, params, grad, v1, 3000, 0.1, 0.9, 0.01, True, False, out, dtype)
-    call(sgd_update.serial, in_place, grad, v2, 3000, 0.1, 0.9, 0.01, True, False, in_place, dtype)
-    assert np.array_equal(in_place, out)
-    assert np.array_equal(v1, v2)
 
 
 def test_sgd_update_without_momentum_leaves_velocity_alone(dtype, rng):
     params, grad = rng.normal(size=50).astype(dtype), rng.normal(size=50).astype(dtype)
     velocity = rng.normal(size=50).astype(dtype)
     before = velocity.copy()
-    out = np.empty(50, dtype)
-    call(sgd_update.serial, params, grad, velocity, 20, 0.1, 0.0, 0.01, False, True, out, dtype)
+    call(sgd_update.serial, params, grad, velocity, 20, 0.1, 0.0, 0.01, False, True, dtype)
     assert np.array_equal(velocity, before)
 
 
 def test_sgd_update_decays_weights_only(rng):
     # A zero gradient isolates the decay: weights shrink by lr*wd, biases stay put.
-    params = rng.normal(size=10)
-    out = np.empty(10)
-    sgd_update.serial(params, np.zeros(10), np.zeros(10), 6, 0.5, 0.0, 0.1, False, False, out)
-    np.testing.assert_allclose(out[:6], params[:6] * (1 - 0.5 * 0.1), rtol=1e-15)
-    assert np.array_equal(out[6:], params[6:])
+    before = rng.normal(size=10)
+    params = before.copy()
+    sgd_update.serial(np.zeros(10), 6, 0.5, 0.0, 0.1, False, False, params, np.zeros(10))
+    np.testing.assert_allclose(params[:6], before[:6] * (1 - 0.5 * 0.1), rtol=1e-15)
+    assert np.array_equal(params[6:], before[6:])
 
 
-def test_sgd_update_accepts_read_only_inputs_and_leaves_them_unchanged(rng, readonly):
+def test_sgd_update_accepts_a_read_only_gradient_and_leaves_it_unchanged(rng, readonly):
     n, n_decayed = 4500, 4200
-    params, grad = readonly(rng.normal(size=n)), readonly(rng.normal(size=n))
-    originals = (params.copy(), grad.copy())
-    velocity = rng.normal(size=n)
+    grad = readonly(rng.normal(size=n))
+    before = grad.copy()
+    params, velocity = rng.normal(size=n), rng.normal(size=n)
     exp_p, exp_v = expected_step(params, grad, velocity, n_decayed, 0.1, 0.9, 0.01, True, False)
-    out = np.empty(n)
-    sgd_update.serial(params, grad, velocity, n_decayed, 0.1, 0.9, 0.01, True, False, out)
-    np.testing.assert_allclose(out, exp_p, rtol=1e-13, atol=1e-14)
+    sgd_update.serial(grad, n_decayed, 0.1, 0.9, 0.01, True, False, params, velocity)
+    np.testing.assert_allclose(params, exp_p, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(velocity, exp_v, rtol=1e-13, atol=1e-14)
-    assert np.array_equal(params, originals[0]) and np.array_equal(grad, originals[1])
+    assert np.array_equal(grad, before)
+
+
+# ------------------------------------------------- fused gradient + update passes
+# (n, k, m): the batch, the layer's inputs and outputs; k not a multiple of 4, n = 1,
+# and a product large enough to be worth the parallel variant.
+FUSED_SHAPES = [(1, 1, 1), (1, 7, 3), (5, 13, 6), (32, 41, 17), (64, 130, 100)]
+FUSED_IDS = ["x".join(map(str, s)) for s in FUSED_SHAPES]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=FUSED_IDS)
+def test_weight_grad_update_equals_weight_grad_then_sgd_update_bitwise(shape, setting, dtype, rng):
+    n, k, m = shape
+    s = np.dtype(dtype).type
+    lr, momentum, weight_decay, nesterov = s(setting[0]), s(setting[1]), s(setting[2]), setting[3]
+    AT = rng.normal(size=(k, n)).astype(dtype)
+    dZ = rng.normal(size=(n, m)).astype(dtype)
+    W0 = rng.normal(size=(k, m)).astype(dtype)
+    for first in (True, False):
+        velocity0 = rng.normal(size=(k, m)).astype(dtype)
+        # Unfused: the gradient, then the flat update of those k*m weights.
+        grad = np.empty((k, m), dtype)
+        weight_grad.serial(AT, dZ, grad)
+        W_flat, v_flat = W0.copy().reshape(-1), velocity0.copy().reshape(-1)
+        sgd_update.serial(grad.reshape(-1), k * m, lr, momentum, weight_decay, nesterov, first,
+                          W_flat, v_flat)
+        for variant in (weight_grad_update.serial, weight_grad_update.parallel):
+            W, velocity, out = W0.copy(), velocity0.copy(), np.empty((k, m), dtype)
+            variant(AT, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
+            assert np.array_equal(out, grad)
+            assert np.array_equal(W.reshape(-1), W_flat)
+            assert np.array_equal(velocity.reshape(-1), v_flat)
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=FUSED_IDS)
+def test_bias_grad_update_equals_bias_grad_then_undecayed_sgd_update_bitwise(shape, setting, dtype, rng):
+    n, _, m = shape
+    s = np.dtype(dtype).type
+    lr, momentum, weight_decay, nesterov = s(setting[0]), s(setting[1]), s(setting[2]), setting[3]
+    dZ = rng.normal(size=(n, m)).astype(dtype)
+    b0, velocity0 = rng.normal(size=m).astype(dtype), rng.normal(size=m).astype(dtype)
+    for first in (True, False):
+        grad = np.empty(m, dtype)
+        bias_grad(dZ, grad)
+        b_flat, v_flat = b0.copy(), velocity0.copy()
+        # n_decayed = 0: biases never decay, whatever weight_decay is.
+        sgd_update.serial(grad, 0, lr, momentum, weight_decay, nesterov, first, b_flat, v_flat)
+        b, velocity, out = b0.copy(), velocity0.copy(), np.empty(m, dtype)
+        bias_grad_update(dZ, lr, momentum, nesterov, first, b, velocity, out)
+        assert np.array_equal(out, grad)
+        assert np.array_equal(b, b_flat)
+        assert np.array_equal(velocity, v_flat)
+
+
+def test_weight_grad_update_matches_reference_step(rng):
+    n, k, m = 9, 6, 5
+    AT, dZ = rng.normal(size=(k, n)), rng.normal(size=(n, m))
+    W, velocity = rng.normal(size=(k, m)), np.zeros((k, m))
+    expected, buf = ref.sgd_update(W, AT @ dZ, None, 0.1, 0.9, 0.01, True)
+    weight_grad_update.serial(AT, dZ, 0.1, 0.9, 0.01, True, True, W, velocity, np.empty((k, m)))
+    np.testing.assert_allclose(W, expected, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(velocity, buf, rtol=1e-13, atol=1e-14)

@@ -12,16 +12,16 @@ from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel
 from .activations import IDENTITY, activation_forward
 from .data import gather_rows
 from .losses import loss_gradient
-from .matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
-from .optim import sgd_update
+from .matmul import dense_forward, input_grad, transpose
+from .optim import bias_grad_update, weight_grad_update
 
 dense_forward_serial, dense_forward_parallel = dense_forward.serial, dense_forward.parallel
-weight_grad_serial, weight_grad_parallel = weight_grad.serial, weight_grad.parallel
 input_grad_serial, input_grad_parallel = input_grad.serial, input_grad.parallel
 transpose_serial, transpose_parallel = transpose.serial, transpose.parallel
 activation_forward_serial, activation_forward_parallel = activation_forward.serial, activation_forward.parallel
 gather_rows_serial, gather_rows_parallel = gather_rows.serial, gather_rows.parallel
-sgd_update_serial, sgd_update_parallel = sgd_update.serial, sgd_update.parallel
+weight_grad_update_serial = weight_grad_update.serial
+weight_grad_update_parallel = weight_grad_update.parallel
 
 
 @kernel
@@ -34,18 +34,21 @@ def forward_layer(inputs, W, b, activation, out):
 
 
 @kernel
-def backward_layer(inputs, delta, inputs_T, gW, gb):
-    """gW = inputs.T @ delta (through inputs_T, filled here), gb = column sums of delta,
-    serial or parallel by size."""
+def update_layer(inputs, delta, inputs_T, lr, momentum, weight_decay, nesterov, first_step,
+                 W, b, W_velocity, b_velocity, W_grad, b_grad):
+    """The SGD step on W and b from the gradients inputs.T @ delta and the column sums of
+    delta (left in W_grad, b_grad), through inputs_T (filled here); serial or parallel by size."""
     if inputs.shape[0] * inputs.shape[1] >= PARALLEL_MIN_ELEMENTS:
         transpose_parallel(inputs, inputs_T)
     else:
         transpose_serial(inputs, inputs_T)
     if inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK:
-        weight_grad_parallel(inputs_T, delta, gW)
+        weight_grad_update_parallel(inputs_T, delta, lr, momentum, weight_decay, nesterov,
+                                    first_step, W, W_velocity, W_grad)
     else:
-        weight_grad_serial(inputs_T, delta, gW)
-    bias_grad(delta, gb)
+        weight_grad_update_serial(inputs_T, delta, lr, momentum, weight_decay, nesterov,
+                                  first_step, W, W_velocity, W_grad)
+    bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_velocity, b_grad)
 
 
 @kernel
@@ -110,17 +113,19 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
         k, m = sizes[layer], sizes[layer + 1]
         w_at -= k * m
         b_at -= m
-        gW = grad[w_at:w_at + k * m].reshape((k, m))
-        gb = grad[b_at:b_at + m]
+        W = params[w_at:w_at + k * m].reshape((k, m))
+        W_velocity = velocity[w_at:w_at + k * m].reshape((k, m))
+        W_grad = grad[w_at:w_at + k * m].reshape((k, m))
+        b, b_velocity, b_grad = params[b_at:b_at + m], velocity[b_at:b_at + m], grad[b_at:b_at + m]
         i_at -= rows * k
         inputs_T_layer = inputs_T[i_at:i_at + rows * k].reshape((k, rows))
         if layer == 0:
-            backward_layer(X, delta, inputs_T_layer, gW, gb)
+            update_layer(X, delta, inputs_T_layer, lr, momentum, weight_decay, nesterov, first_step,
+                         W, b, W_velocity, b_velocity, W_grad, b_grad)
             break
+        # The input gradient reads W through WT, a copy taken before W is updated.
         h_at -= rows * k
         inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
-        backward_layer(inputs, delta, inputs_T_layer, gW, gb)
-        W = params[w_at:w_at + k * m].reshape((k, m))
         t_at -= k * m
         WT = transposed[t_at:t_at + k * m].reshape((m, k))
         if k * m >= PARALLEL_MIN_ELEMENTS:
@@ -133,14 +138,9 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
             input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
         else:
             input_grad_serial(delta, WT, inputs, activations[layer - 1], previous_delta)
+        update_layer(inputs, delta, inputs_T_layer, lr, momentum, weight_decay, nesterov, first_step,
+                     W, b, W_velocity, b_velocity, W_grad, b_grad)
         delta = previous_delta
-
-    if params.shape[0] >= PARALLEL_MIN_ELEMENTS:
-        sgd_update_parallel(params, grad, velocity, n_weights, lr, momentum, weight_decay,
-                            nesterov, first_step, params)
-    else:
-        sgd_update_serial(params, grad, velocity, n_weights, lr, momentum, weight_decay,
-                          nesterov, first_step, params)
     return value
 
 

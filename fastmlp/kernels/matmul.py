@@ -72,6 +72,26 @@ def accumulate_row(x, W, out):
             out[j] = out[j] + x0 * w0[j]
 
 
+@kernel
+def accumulate_block(X, W, i, rows, out):
+    """out[i:i+rows, m] += X[i:i+rows, k] @ W[k, m] for rows <= 4."""
+    if rows == 4:
+        accumulate_rows4(X, W, i, out)
+    else:
+        for r in range(rows):
+            accumulate_row(X[i + r], W, out[i + r])
+
+
+@kernel
+def zero_rows(i, rows, out):
+    """out[i:i+rows, :] = 0"""
+    zero = out.dtype.type(0)
+    for r in range(rows):
+        o = out[i + r]
+        for j in range(o.shape[0]):
+            o[j] = zero
+
+
 @parallel_kernel
 def dense_forward(X, W, b, activation, out):
     """out[n, m] = act(X[n, k] @ W[k, m] + b[m])"""
@@ -84,11 +104,7 @@ def dense_forward(X, W, b, activation, out):
             o = out[i + r]
             for j in range(m):
                 o[j] = b[j]
-        if rows == 4:
-            accumulate_rows4(X, W, i, out)
-        else:
-            for r in range(rows):
-                accumulate_row(X[i + r], W, out[i + r])
+        accumulate_block(X, W, i, rows, out)
         for r in range(rows):
             activate_row(out[i + r], activation, out[i + r])
 
@@ -97,20 +113,11 @@ def dense_forward(X, W, b, activation, out):
 def input_grad(dZ, WT, A, activation, out):
     """out[n, k] = (dZ[n, m] @ WT[m, k]) * act'(A[n, k]), A the layer's input as activation output."""
     n = dZ.shape[0]
-    k = WT.shape[1]
-    zero = out.dtype.type(0)
     for block in prange((n + 3) // 4):
         i = 4 * block
         rows = min(4, n - i)
-        for r in range(rows):
-            o = out[i + r]
-            for j in range(k):
-                o[j] = zero
-        if rows == 4:
-            accumulate_rows4(dZ, WT, i, out)
-        else:
-            for r in range(rows):
-                accumulate_row(dZ[i + r], WT, out[i + r])
+        zero_rows(i, rows, out)
+        accumulate_block(dZ, WT, i, rows, out)
         for r in range(rows):
             backprop_row(A[i + r], out[i + r], activation, out[i + r])
 
@@ -124,20 +131,11 @@ def weight_grad(AT, dZ, out):
     parallel loop over rows of out never lets two threads add into one element.
     """
     k = AT.shape[0]
-    m = dZ.shape[1]
-    zero = out.dtype.type(0)
     for block in prange((k + 3) // 4):
         p = 4 * block
         rows = min(4, k - p)
-        for r in range(rows):
-            g = out[p + r]
-            for j in range(m):
-                g[j] = zero
-        if rows == 4:
-            accumulate_rows4(AT, dZ, p, out)
-        else:
-            for r in range(rows):
-                accumulate_row(AT[p + r], dZ, out[p + r])
+        zero_rows(p, rows, out)
+        accumulate_block(AT, dZ, p, rows, out)
 
 
 @kernel
