@@ -46,13 +46,13 @@ def _fingerprint():
 FINGERPRINT = _fingerprint()
 
 
-def _compile(fn, parallel, tag):
+def _compile(fn, parallel, tag, inline="never"):
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
                                fn.__defaults__, fn.__closure__)
     clone.__qualname__ = f"{fn.__qualname__}__{tag}_{FINGERPRINT}"
     clone.__module__ = fn.__module__
     clone.__doc__ = fn.__doc__
-    options = dict(OPTIONS, fastmath=set(OPTIONS["fastmath"]), parallel=parallel)
+    options = dict(OPTIONS, fastmath=set(OPTIONS["fastmath"]), parallel=parallel, inline=inline)
     if CACHE:
         try:
             return numba.njit(cache=True, **options)(clone)
@@ -62,8 +62,15 @@ def _compile(fn, parallel, tag):
 
 
 def kernel(fn):
-    """Compile `fn` as one serial kernel (or helper called from kernels)."""
+    """Compile `fn` as one serial kernel."""
     return _compile(fn, False, "serial")
+
+
+def helper(fn):
+    """Compile `fn` as a helper that kernels call per row or block: inlined into its
+    callers, because a call that passes array views costs a reference-count round trip
+    (atomic increments, about 20 ns) that would dominate short rows."""
+    return _compile(fn, False, "helper", inline="always")
 
 
 class ParallelKernel:

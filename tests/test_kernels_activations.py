@@ -1,4 +1,4 @@
-"""fastmlp.kernels.activations: sigmoid, activate_row, backprop_row,
+"""fastmlp.kernels.activations: sigmoid, activate_rows, backprop_rows,
 activation_forward and activation_backward."""
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 import reference as ref
 from conftest import ACTIVATION_CODES
 from fastmlp.kernels import activations
-from fastmlp.kernels.activations import (activate_row, activation_backward, activation_forward,
-                                         backprop_row)
+from fastmlp.kernels.activations import (activate_rows, activation_backward, activation_forward,
+                                         backprop_rows)
 
 SHAPES = [(1, 1), (1, 7), (2, 3), (7, 13), (37, 23), (64, 5)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
@@ -27,12 +27,12 @@ SIGMOID_POINTS = [0.0, 0.5, -0.5, 3.0, -3.0, 20.0, -20.0, 100.0, -100.0, 1000.0,
 
 
 def test_sigmoid_matches_reference_without_overflow(dtype):
-    # Through the compiled kernels (activate_row and activation_forward call sigmoid).
+    # Through the compiled kernels (activate_rows and activation_forward call sigmoid).
     z = np.array(SIGMOID_POINTS, dtype)
     expected = ref.sigmoid(z.astype(np.float64))
     row = np.empty_like(z)
     with np.errstate(all="raise"):
-        activate_row(z, ACTIVATION_CODES["sigmoid"], row)
+        activate_rows(z[None], 0, 1, ACTIVATION_CODES["sigmoid"], row[None])
     assert np.isfinite(row).all() and (row >= 0).all() and (row <= 1).all()
     rtol = 1e-6 if dtype == np.float32 else 1e-15
     # float32 results below the smallest normal number may be rounded or flushed.
@@ -138,31 +138,35 @@ def test_activation_backward_is_chain_rule_of_forward():
         np.testing.assert_allclose(out, numeric, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
-# ------------------------------------------------ activate_row / backprop_row
+# ---------------------------------------------- activate_rows / backprop_rows
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_activate_row_matches_reference_also_in_place(activation, dtype, rng, assert_close):
-    z = (3 * rng.normal(size=13)).astype(dtype)
-    expected = ref.activation(activation, z.astype(np.float64)[None])[0]
-    out = np.empty_like(z)
-    activate_row(z, ACTIVATION_CODES[activation], out)
-    assert_close(out, expected, dtype, scale=4)
-    in_place = z.copy()
-    activate_row(in_place, ACTIVATION_CODES[activation], in_place)  # `out` may be `z`
-    assert np.array_equal(in_place, out)
+def test_activate_rows_matches_reference_on_its_rows_only_also_in_place(activation, dtype, rng,
+                                                                         assert_close):
+    Z = (3 * rng.normal(size=(5, 13))).astype(dtype)
+    expected = ref.activation(activation, Z.astype(np.float64))
+    out = np.full_like(Z, 7)
+    activate_rows(Z, 1, 4, ACTIVATION_CODES[activation], out)
+    assert_close(out[1:4], expected[1:4], dtype, scale=4)
+    assert (out[[0, 4]] == 7).all()  # rows outside start..stop are not touched
+    in_place = Z.copy()
+    activate_rows(in_place, 1, 4, ACTIVATION_CODES[activation], in_place)  # `out` may be `Z`
+    assert np.array_equal(in_place[1:4], out[1:4])
+    assert np.array_equal(in_place[[0, 4]], Z[[0, 4]])
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_backprop_row_matches_reference_also_in_place(activation, dtype, rng, assert_close):
-    a = ref.activation(activation, 2 * rng.normal(size=(1, 13)))[0].astype(dtype)
-    grad = rng.normal(size=13).astype(dtype)
-    expected = ref.activation_backward(activation, a.astype(np.float64)[None],
-                                       grad.astype(np.float64)[None])[0]
-    out = np.empty_like(a)
-    backprop_row(a, grad, ACTIVATION_CODES[activation], out)
-    assert_close(out, expected, dtype, scale=4)
-    in_place = grad.copy()
-    backprop_row(a, in_place, ACTIVATION_CODES[activation], in_place)  # `out` may be `grad`
-    assert np.array_equal(in_place, out)
+def test_backprop_rows_matches_reference_on_its_rows_only_also_in_place(activation, dtype, rng,
+                                                                         assert_close):
+    A = ref.activation(activation, 2 * rng.normal(size=(5, 13))).astype(dtype)
+    G = rng.normal(size=(5, 13)).astype(dtype)
+    expected = ref.activation_backward(activation, A.astype(np.float64), G.astype(np.float64))
+    out = np.full_like(A, 7)
+    backprop_rows(A, G, 1, 4, ACTIVATION_CODES[activation], out)
+    assert_close(out[1:4], expected[1:4], dtype, scale=4)
+    assert (out[[0, 4]] == 7).all()
+    in_place = G.copy()
+    backprop_rows(A, in_place, 1, 4, ACTIVATION_CODES[activation], in_place)  # `out` may be `G`
+    assert np.array_equal(in_place[1:4], out[1:4])
 
 
 # --------------------------------------------------------- read-only inputs

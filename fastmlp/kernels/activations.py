@@ -1,13 +1,18 @@
-"""Activation functions and their derivatives, row by row.
+"""Activation functions and their derivatives, applied to blocks of rows.
 
 Derivatives are taken from the activation's *output* ``a``, which is what
 backpropagation keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, and for the
 ReLU family the sign of ``a`` equals the sign of its input.
+
+Helpers here and in the other kernel modules index rows as ``A[i, j]`` rather
+than through row views ``A[i]``: each view made inside a loop costs a
+reference-count round trip (two atomic operations) that Numba does not remove,
+which used to cost more than the arithmetic on rows of a hundred elements.
 """
 
 from numba import prange
 
-from .._jit import kernel, parallel_kernel
+from .._jit import helper, parallel_kernel
 from .functions import exp, sigmoid, tanh
 
 IDENTITY = 0
@@ -20,79 +25,82 @@ SOFTMAX = 5
 LEAKY_RELU_SLOPE = 0.01
 
 
-@kernel
-def activate_row(z, activation, out):
-    """out[m] = act(z[m]); softmax normalises the whole row. `out` may be `z`."""
-    m = z.shape[0]
+@helper
+def activate_rows(Z, start, stop, activation, out):
+    """out[i, m] = act(Z[i, m]) for start <= i < stop; softmax normalises each row. `out` may be `Z`."""
+    m = Z.shape[1]
     zero = out.dtype.type(0)
-    if activation == IDENTITY:
-        for j in range(m):
-            out[j] = z[j]
-    elif activation == SIGMOID:
-        for j in range(m):
-            out[j] = sigmoid(z[j])
-    elif activation == TANH:
-        for j in range(m):
-            out[j] = tanh(z[j])
-    elif activation == RELU:
-        for j in range(m):
-            out[j] = max(z[j], zero)
-    elif activation == LEAKY_RELU:
-        slope = out.dtype.type(LEAKY_RELU_SLOPE)
-        for j in range(m):
-            out[j] = z[j] if z[j] > zero else slope * z[j]
-    elif activation == SOFTMAX:
-        largest = z[0]
-        for j in range(1, m):
-            largest = max(largest, z[j])
-        for j in range(m):
-            out[j] = exp(z[j] - largest)
-        total = zero
-        for j in range(m):
-            total += out[j]
-        for j in range(m):
-            out[j] = out[j] / total
+    slope = out.dtype.type(LEAKY_RELU_SLOPE)
+    for i in range(start, stop):
+        if activation == IDENTITY:
+            for j in range(m):
+                out[i, j] = Z[i, j]
+        elif activation == SIGMOID:
+            for j in range(m):
+                out[i, j] = sigmoid(Z[i, j])
+        elif activation == TANH:
+            for j in range(m):
+                out[i, j] = tanh(Z[i, j])
+        elif activation == RELU:
+            for j in range(m):
+                out[i, j] = max(Z[i, j], zero)
+        elif activation == LEAKY_RELU:
+            for j in range(m):
+                out[i, j] = Z[i, j] if Z[i, j] > zero else slope * Z[i, j]
+        elif activation == SOFTMAX:
+            largest = Z[i, 0]
+            for j in range(1, m):
+                largest = max(largest, Z[i, j])
+            for j in range(m):
+                out[i, j] = exp(Z[i, j] - largest)
+            total = zero
+            for j in range(m):
+                total += out[i, j]
+            for j in range(m):
+                out[i, j] = out[i, j] / total
 
 
-@kernel
-def backprop_row(a, grad, activation, out):
-    """out[m] = grad[m] * act'(...) from the activation output a[m]; softmax uses its Jacobian. `out` may be `grad`."""
-    m = a.shape[0]
+@helper
+def backprop_rows(A, G, start, stop, activation, out):
+    """out[i, m] = G[i, m] * act'(...) from the activation output A[i, m], for start <= i < stop;
+    softmax uses its Jacobian. `out` may be `G`."""
+    m = A.shape[1]
     zero = out.dtype.type(0)
     one = out.dtype.type(1)
-    if activation == IDENTITY:
-        for j in range(m):
-            out[j] = grad[j]
-    elif activation == SIGMOID:
-        for j in range(m):
-            out[j] = grad[j] * (a[j] * (one - a[j]))
-    elif activation == TANH:
-        for j in range(m):
-            out[j] = grad[j] * (one - a[j] * a[j])
-    elif activation == RELU:
-        for j in range(m):
-            out[j] = grad[j] if a[j] > zero else zero
-    elif activation == LEAKY_RELU:
-        slope = out.dtype.type(LEAKY_RELU_SLOPE)
-        for j in range(m):
-            out[j] = grad[j] if a[j] > zero else slope * grad[j]
-    elif activation == SOFTMAX:
-        dot = zero
-        for j in range(m):
-            dot += grad[j] * a[j]
-        for j in range(m):
-            out[j] = a[j] * (grad[j] - dot)
+    slope = out.dtype.type(LEAKY_RELU_SLOPE)
+    for i in range(start, stop):
+        if activation == IDENTITY:
+            for j in range(m):
+                out[i, j] = G[i, j]
+        elif activation == SIGMOID:
+            for j in range(m):
+                out[i, j] = G[i, j] * (A[i, j] * (one - A[i, j]))
+        elif activation == TANH:
+            for j in range(m):
+                out[i, j] = G[i, j] * (one - A[i, j] * A[i, j])
+        elif activation == RELU:
+            for j in range(m):
+                out[i, j] = G[i, j] if A[i, j] > zero else zero
+        elif activation == LEAKY_RELU:
+            for j in range(m):
+                out[i, j] = G[i, j] if A[i, j] > zero else slope * G[i, j]
+        elif activation == SOFTMAX:
+            dot = zero
+            for j in range(m):
+                dot += G[i, j] * A[i, j]
+            for j in range(m):
+                out[i, j] = A[i, j] * (G[i, j] - dot)
 
 
 @parallel_kernel
 def activation_forward(Z, activation, out):
     """out[n, m] = act(Z[n, m]), softmax row-wise."""
     for i in prange(Z.shape[0]):
-        activate_row(Z[i], activation, out[i])
+        activate_rows(Z, i, i + 1, activation, out)
 
 
 @parallel_kernel
 def activation_backward(A, dA, activation, out):
     """out[n, m] = dA[n, m] * act'(A[n, m]) from outputs A; softmax: row-wise Jacobian-vector product."""
     for i in prange(A.shape[0]):
-        backprop_row(A[i], dA[i], activation, out[i])
+        backprop_rows(A, dA, i, i + 1, activation, out)

@@ -10,10 +10,9 @@ from .._jit import kernel, parallel_kernel
 def gather_rows(X, rows, out):
     """out[r, k] = X[rows[r], k]"""
     for r in prange(rows.shape[0]):
-        src = X[rows[r]]
-        dst = out[r]
+        row = rows[r]
         for j in range(X.shape[1]):
-            dst[j] = src[j]
+            out[r, j] = X[row, j]
 
 
 @kernel

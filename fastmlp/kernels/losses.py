@@ -13,7 +13,7 @@ logits stay finite and exact.
 import numpy as np
 
 from .._jit import kernel
-from .activations import backprop_row
+from .activations import backprop_rows
 
 MSE = 0
 MAE = 1
@@ -33,10 +33,8 @@ def squared_error_sum(P, Y):
     """sum over n, k of (P - Y)^2, in float64."""
     total = 0.0
     for i in range(P.shape[0]):
-        p = P[i]
-        y = Y[i]
         for j in range(P.shape[1]):
-            d = np.float64(p[j]) - np.float64(y[j])
+            d = np.float64(P[i, j]) - np.float64(Y[i, j])
             total += d * d
     return total
 
@@ -54,18 +52,16 @@ def loss_value(Z, P, Y, loss):
                 total += abs(np.float64(P[i, j]) - np.float64(Y[i, j]))
     elif loss == CROSS_ENTROPY:
         for i in range(n):
-            z = Z[i]
-            y = Y[i]
-            largest = np.float64(z[0])
+            largest = np.float64(Z[i, 0])
             for j in range(1, k):
-                largest = max(largest, np.float64(z[j]))
+                largest = max(largest, np.float64(Z[i, j]))
             exp_sum = 0.0
             y_sum = 0.0
             y_dot_z = 0.0
             for j in range(k):
-                exp_sum += np.exp(np.float64(z[j]) - largest)
-                y_sum += np.float64(y[j])
-                y_dot_z += np.float64(y[j]) * np.float64(z[j])
+                exp_sum += np.exp(np.float64(Z[i, j]) - largest)
+                y_sum += np.float64(Y[i, j])
+                y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
             total += (largest + np.log(exp_sum)) * y_sum - y_dot_z
         return total / n
     elif loss == BINARY_CROSS_ENTROPY:
@@ -89,23 +85,17 @@ def loss_gradient(Z, P, Y, loss, output_activation, out):
     if loss == CROSS_ENTROPY:
         scale = dtype(1.0 / n)
         for i in range(n):
-            p = P[i]
-            y = Y[i]
             y_sum = zero
             for j in range(k):
-                y_sum += y[j]
-            o = out[i]
+                y_sum += Y[i, j]
             for j in range(k):
-                o[j] = (p[j] * y_sum - y[j]) * scale
+                out[i, j] = (P[i, j] * y_sum - Y[i, j]) * scale
         return value
     if loss == BINARY_CROSS_ENTROPY:
         scale = dtype(1.0 / (n * k))
         for i in range(n):
-            p = P[i]
-            y = Y[i]
-            o = out[i]
             for j in range(k):
-                o[j] = (p[j] - y[j]) * scale
+                out[i, j] = (P[i, j] - Y[i, j]) * scale
         return value
     # Elementwise losses: d loss / d P, then back through the output activation.
     if loss == MSE:
@@ -125,6 +115,5 @@ def loss_gradient(Z, P, Y, loss, output_activation, out):
         for i in range(n):
             for j in range(k):
                 out[i, j] = (P[i, j] - Y[i, j]) * scale
-    for i in range(n):
-        backprop_row(P[i], out[i], output_activation, out[i])
+    backprop_rows(P, out, 0, n, output_activation, out)
     return value

@@ -1,32 +1,57 @@
 """Parameter updates: PyTorch's SGD step (momentum, Nesterov, weight decay; dampening 0).
 
-Every update, over the flat buffer or fused into the gradient passes, goes through
-`sgd_step_row`, so each parameter gets the same arithmetic wherever it is updated.
+Every update, over the flat buffer or fused into the gradient passes, computes
+each parameter with `plain_step` or `momentum_step`, so a parameter gets the same
+arithmetic wherever it is updated.
 """
 
 from numba import prange
 
-from .._jit import kernel, parallel_kernel
-from .matmul import accumulate_block, bias_grad, zero_rows
+from .._jit import helper, kernel, parallel_kernel
+from .matmul import accumulate_block, bias_grad, fill_rows
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
 
 
-@kernel
-def sgd_step_row(grad, lr, momentum, weight_decay, nesterov, first_step, params, velocity):
-    """params[i] -= lr * d[i], d = grad[i] + weight_decay * params[i] through the momentum
-    buffer velocity[i] (updated; first_step: it starts as d); velocity unused at momentum 0."""
-    n = params.shape[0]
+@helper
+def plain_step(grad, param, lr, weight_decay):
+    """The parameter after one step without momentum."""
+    return param - lr * (grad + weight_decay * param)
+
+
+@helper
+def momentum_step(grad, param, velocity, lr, momentum, weight_decay, nesterov, first_step):
+    """(parameter, momentum buffer) after one step; first_step: the buffer starts as the gradient."""
+    d = grad + weight_decay * param
+    v = d if first_step else momentum * velocity + d
+    return param - lr * (d + momentum * v if nesterov else v), v
+
+
+@helper
+def sgd_step_flat(grad, lr, momentum, weight_decay, nesterov, first_step, params, velocity):
+    """The step on every element of the 1-D arrays params, velocity (velocity unused at momentum 0)."""
     if momentum == 0:
-        for i in range(n):
-            params[i] = params[i] - lr * (grad[i] + weight_decay * params[i])
+        for i in range(params.shape[0]):
+            params[i] = plain_step(grad[i], params[i], lr, weight_decay)
     else:
-        for i in range(n):
-            d = grad[i] + weight_decay * params[i]
-            v = d if first_step else momentum * velocity[i] + d
-            velocity[i] = v
-            params[i] = params[i] - lr * (d + momentum * v if nesterov else v)
+        for i in range(params.shape[0]):
+            params[i], velocity[i] = momentum_step(grad[i], params[i], velocity[i], lr, momentum,
+                                                   weight_decay, nesterov, first_step)
+
+
+@helper
+def sgd_step_rows(G, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V):
+    """The step on rows start..stop-1 of the 2-D arrays W, V from G."""
+    m = W.shape[1]
+    for r in range(start, stop):
+        if momentum == 0:
+            for j in range(m):
+                W[r, j] = plain_step(G[r, j], W[r, j], lr, weight_decay)
+        else:
+            for j in range(m):
+                W[r, j], V[r, j] = momentum_step(G[r, j], W[r, j], V[r, j], lr, momentum,
+                                                 weight_decay, nesterov, first_step)
 
 
 @parallel_kernel
@@ -39,10 +64,10 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
         start = chunk * CHUNK
         stop = min(start + CHUNK, n)
         split = min(max(n_decayed, start), stop)
-        sgd_step_row(grad[start:split], lr, momentum, weight_decay, nesterov, first_step,
-                     params[start:split], velocity[start:split])
-        sgd_step_row(grad[split:stop], lr, momentum, zero, nesterov, first_step,
-                     params[split:stop], velocity[split:stop])
+        sgd_step_flat(grad[start:split], lr, momentum, weight_decay, nesterov, first_step,
+                      params[start:split], velocity[start:split])
+        sgd_step_flat(grad[split:stop], lr, momentum, zero, nesterov, first_step,
+                      params[split:stop], velocity[split:stop])
 
 
 @parallel_kernel
@@ -50,14 +75,13 @@ def weight_grad_update(AT, dZ, lr, momentum, weight_decay, nesterov, first_step,
     """out[k, m] = AT[k, n] @ dZ[n, m] (the weight gradient, as weight_grad computes it), then
     the SGD step on W[k, m] and velocity[k, m] from it, four rows at a time while they are in cache."""
     k = AT.shape[0]
+    zero = out.dtype.type(0)
     for block in prange((k + 3) // 4):
         p = 4 * block
         rows = min(4, k - p)
-        zero_rows(p, rows, out)
+        fill_rows(p, rows, zero, out)
         accumulate_block(AT, dZ, p, rows, out)
-        for r in range(rows):
-            sgd_step_row(out[p + r], lr, momentum, weight_decay, nesterov, first_step,
-                         W[p + r], velocity[p + r])
+        sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step, W, velocity)
 
 
 @kernel
@@ -65,4 +89,4 @@ def bias_grad_update(dZ, lr, momentum, nesterov, first_step, b, velocity, out):
     """out[m] = sum over n of dZ[n, m] (as bias_grad computes it), then the SGD step on b[m],
     velocity[m] from it, without weight decay."""
     bias_grad(dZ, out)
-    sgd_step_row(out, lr, momentum, out.dtype.type(0), nesterov, first_step, b, velocity)
+    sgd_step_flat(out, lr, momentum, out.dtype.type(0), nesterov, first_step, b, velocity)

@@ -1,0 +1,107 @@
+"""The package around the kernels: import hygiene, the JIT cache set-up, the demo data set
+and the `fastmlp demo` command."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _jit
+from fastmlp.datasets import make_shapes
+from fastmlp.kernels.matmul import dense_forward
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPTIONAL = ("torch", "sklearn", "jax", "matplotlib")
+
+
+def run_python(*args, env=None, timeout=600):
+    environment = dict(os.environ, **(env or {}))
+    # The package under test: installed, or else this checkout.
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastmlp.__file__)), environment.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          env=environment, timeout=timeout)
+
+
+def test_importing_and_training_imports_no_optional_dependency():
+    code = ("import sys, numpy as np, fastmlp\n"
+            "net = fastmlp.MLP([3, 4, 2], seed=0)\n"
+            "net.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=1)\n"
+            f"print([m for m in {OPTIONAL!r} if m in sys.modules])")
+    done = run_python("-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cached_kernels_are_named_with_the_fingerprint_of_options_and_sources():
+    assert _jit.FINGERPRINT in dense_forward.serial.py_func.__qualname__
+    assert _jit.FINGERPRINT in dense_forward.parallel.py_func.__qualname__
+    assert dense_forward.serial.py_func.__qualname__ != dense_forward.parallel.py_func.__qualname__
+
+
+def test_fingerprint_changes_with_the_jit_options(monkeypatch):
+    before = _jit._fingerprint()
+    assert _jit._fingerprint() == before  # stable: no hash randomisation leaks in
+    monkeypatch.setitem(_jit.OPTIONS, "fastmath", frozenset({"contract"}))
+    assert _jit._fingerprint() != before
+
+
+def test_fingerprint_is_the_same_in_a_new_process():
+    done = run_python("-c", "from fastmlp import _jit; print(_jit.FINGERPRINT)",
+                      env={"PYTHONHASHSEED": "12345"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == _jit.FINGERPRINT
+
+
+def test_caching_can_be_switched_off():
+    code = ("from fastmlp.kernels.matmul import dense_forward\n"
+            "print(type(dense_forward.serial._cache).__name__)")
+    off = run_python("-c", code, env={"FASTMLP_NO_CACHE": "1"})
+    on = run_python("-c", code, env={"FASTMLP_NO_CACHE": "0"})
+    assert off.returncode == 0 and on.returncode == 0, off.stderr + on.stderr
+    assert off.stdout.strip() == "NullCache"
+    assert on.stdout.strip() == "FunctionCache"
+
+
+def test_make_shapes_is_seeded_balanced_and_of_the_stated_shape():
+    X, y = make_shapes(2000, seed=3)
+    assert X.shape == (2000, 400) and X.dtype == np.float32 and X.flags.c_contiguous
+    assert y.shape == (2000,) and set(np.unique(y)) == {0, 1}
+    assert 0.4 < y.mean() < 0.6
+    X2, y2 = make_shapes(2000, seed=3)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    X3, _ = make_shapes(2000, seed=4)
+    assert not np.array_equal(X, X3)
+    assert make_shapes(10, dtype=np.float64)[0].dtype == np.float64
+
+
+def test_make_shapes_classes_differ_in_their_mean_image():
+    X, y = make_shapes(4000, seed=0)
+    difference = X[y == 0].mean(axis=0) - X[y == 1].mean(axis=0)
+    # Rings and squares put their ink in different places (the square's corners): far
+    # more than the sampling noise of a mean over ~2000 images (0.2 / sqrt(2000) < 0.005).
+    assert np.abs(difference).max() > 0.04
+
+
+def test_demo_trains_and_reports_parameters_losses_accuracy_and_time():
+    done = run_python("-m", "fastmlp", "demo", "--samples", "3000", "--epochs", "3",
+                      "--batch-size", "16", "--lr", "0.05")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "44222 parameters" in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == \
+        ["1/3", "2/3", "3/3"]
+    accuracy = float(out.split("test accuracy: ")[1].split("%")[0])
+    assert accuracy > 70
+    assert "samples/s" in out
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--batch-size", "-1"),
+                                           ("--lr", "0"), ("--lr", "nan"), ("--dtype", "float16")])
+def test_demo_rejects_bad_options_with_a_message(option, value):
+    done = run_python("-m", "fastmlp", "demo", option, value)
+    assert done.returncode == 2
+    assert option in done.stderr and "Traceback" not in done.stderr
