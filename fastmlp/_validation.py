@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from .kernels.data import all_finite
+from .kernels.data import FINITE_CHUNK, FINITE_LANES, finite_probe
 
 
 def check_int(value, name, minimum):
@@ -45,9 +45,18 @@ def as_numeric_array(value, name):
     return array
 
 
+def all_finite(array):
+    """True when the C-contiguous float array holds no NaN or infinity."""
+    flat = array.reshape(-1)
+    chunks = -(-flat.size // FINITE_CHUNK)
+    probe = np.empty((chunks, FINITE_LANES), dtype=flat.dtype)
+    finite_probe.choose(chunks > 1)(flat, probe)
+    return not bool(probe.any())
+
+
 def check_finite(array, name):
     """Raise ValueError if the C-contiguous float array holds NaN or infinity."""
-    if not all_finite(array.reshape(-1)):
+    if not all_finite(array):
         n_nan = int(np.isnan(array).sum())
         kind = f"{n_nan} NaN value(s)" if n_nan else "infinite value(s)"
         raise ValueError(f"{name} contains {kind}; remove or impute them before training")

@@ -17,7 +17,7 @@ from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
-from .kernels.data import all_finite, gather_rows
+from .kernels.data import gather_rows
 from .kernels.epoch import train_epoch
 from .kernels.losses import loss_gradient, loss_value
 from .kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
@@ -377,7 +377,7 @@ class MLP:
                     began = time.perf_counter()
                     order = self._rng.permutation(X.shape[0]) if shuffle else no_order
                     loss = self._train_epoch(X, Y, order, workspace, dtype(epoch_lr), *optimiser)
-                    if not (math.isfinite(loss) and all_finite(self.params)):
+                    if not (math.isfinite(loss) and check.all_finite(self.params)):
                         self._restore_state(epoch_state)
                         raise DivergenceError(epoch + 1, epoch_lr)
                     elapsed = time.perf_counter() - began

@@ -1,9 +1,10 @@
-"""fastmlp.kernels.data: gather_rows and all_finite."""
+"""fastmlp.kernels.data: gather_rows and finite_probe (behind _validation.all_finite)."""
 
 import numpy as np
 import pytest
 
-from fastmlp.kernels.data import all_finite, gather_rows
+from fastmlp._validation import all_finite
+from fastmlp.kernels.data import FINITE_CHUNK, FINITE_LANES, finite_probe, gather_rows
 
 # (n_rows_of_X, n_features, n_gathered)
 SHAPES = [(1, 1, 1), (1, 5, 1), (7, 13, 5), (37, 23, 11), (10, 3, 25), (300, 401, 64)]
@@ -45,30 +46,51 @@ def test_gather_rows_accepts_read_only_inputs_and_leaves_them_unchanged(rng, rea
     assert np.array_equal(X, X0) and np.array_equal(rows, rows0)
 
 
-# ------------------------------------------------------------------ all_finite
-@pytest.mark.parametrize("n", [1, 2, 7, 4097])
-def test_all_finite_true_for_finite_values(n, dtype, rng):
+# ----------------------------------------------------- finite_probe / all_finite
+def probe(variant, x):
+    chunks = -(-x.size // FINITE_CHUNK)
+    out = np.full((chunks, FINITE_LANES), 7, x.dtype)
+    variant(x, out)
+    return out
+
+
+# Sizes around the lane width and the chunk size, so every tail path runs.
+PROBE_SIZES = [1, 2, 31, 32, 33, 4097, FINITE_CHUNK - 1, FINITE_CHUNK, FINITE_CHUNK + 1,
+               3 * FINITE_CHUNK + 45]
+
+
+@pytest.mark.parametrize("n", PROBE_SIZES)
+def test_finite_probe_is_zero_for_finite_values(n, dtype, rng):
     x = rng.normal(size=n).astype(dtype)
     x[0] = np.finfo(dtype).max
     x[-1] = -np.finfo(dtype).tiny / 4  # a subnormal is finite
+    for variant in (finite_probe.serial, finite_probe.parallel):
+        assert not probe(variant, x).any()
     assert all_finite(x) is True
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("n", PROBE_SIZES)
+def test_finite_probe_finds_one_bad_value_anywhere(n, bad, dtype):
+    for where in sorted({0, n // 2, n - 1, max(0, n - FINITE_LANES - 1)}):
+        x = np.ones(n, dtype)
+        x[where] = bad
+        for variant in (finite_probe.serial, finite_probe.parallel):
+            out = probe(variant, x)
+            assert np.isnan(out[where // FINITE_CHUNK]).any()
+            assert out.dtype == dtype
+        assert all_finite(x) is False
 
 
 def test_all_finite_true_for_empty(dtype):
     assert all_finite(np.empty(0, dtype)) is True
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_all_finite_false_for_nan_or_infinity(bad, where, dtype):
-    x = np.ones(13, dtype)
-    x[{"first": 0, "middle": 6, "last": 12}[where]] = bad
-    assert all_finite(x) is False
-
-
-def test_all_finite_false_for_a_single_bad_element(dtype):
-    assert all_finite(np.array([np.nan], dtype)) is False
-    assert all_finite(np.array([np.inf], dtype)) is False
+def test_all_finite_checks_every_element_of_a_2d_array(dtype):
+    X = np.ones((300, 301), dtype)
+    assert all_finite(X) is True
+    X[299, 300] = np.nan
+    assert all_finite(X) is False
 
 
 def test_all_finite_accepts_read_only_input(readonly):

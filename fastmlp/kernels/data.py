@@ -1,9 +1,8 @@
 """Moving and checking data: batch gathering and finiteness tests."""
 
-import numpy as np
 from numba import prange
 
-from .._jit import kernel, parallel_kernel
+from .._jit import parallel_kernel
 
 
 @parallel_kernel
@@ -15,10 +14,29 @@ def gather_rows(X, rows, out):
             out[r, j] = X[row, j]
 
 
-@kernel
-def all_finite(x):
-    """True when no element of the 1-D array x is NaN or infinite."""
-    for i in range(x.shape[0]):
-        if not np.isfinite(x[i]):
-            return False
-    return True
+FINITE_CHUNK = 1 << 16
+FINITE_LANES = 32
+
+
+@parallel_kernel
+def finite_probe(x, out):
+    """out[c, l] = sum of x[i] * 0 over the elements i = l (mod FINITE_LANES) of chunk c
+    (FINITE_CHUNK elements): 0 everywhere if and only if the 1-D array x is all finite.
+
+    x * 0 is 0 for finite x and NaN for NaN or infinity, and NaN survives the sum;
+    summing in lanes lets the loop vectorise without reassociation.
+    """
+    n = x.shape[0]
+    zero = out.dtype.type(0)
+    for c in prange(out.shape[0]):
+        # One view per chunk (cheap at this size), indexed from 0 so the loop vectorises.
+        chunk = x[c * FINITE_CHUNK:min((c + 1) * FINITE_CHUNK, n)]
+        lanes = out[c]
+        for lane in range(FINITE_LANES):
+            lanes[lane] = zero
+        full = chunk.shape[0] // FINITE_LANES * FINITE_LANES
+        for i in range(0, full, FINITE_LANES):
+            for lane in range(FINITE_LANES):
+                lanes[lane] += chunk[i + lane] * zero
+        for i in range(full, chunk.shape[0]):
+            lanes[0] += chunk[i] * zero
