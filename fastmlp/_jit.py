@@ -102,7 +102,7 @@ def parallel_kernel(fn):
 # the Python model and the compiled epoch loop, so both run the same machine code.
 # Below these sizes (multiply-adds for matrix products, elements for elementwise
 # kernels) entering a parallel region costs more than the ~3-5 µs of work it splits.
-PARALLEL_MIN_WORK = 1 << 17
+PARALLEL_MIN_WORK = 1 << 19
 PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
