@@ -440,6 +440,37 @@ def summary_table(data):
                            "largest deviation (peer)"], rows)
 
 
+def compact_table(data):
+    """One row per network and batch size, one column per dtype and thread count: fastmlp's
+    samples/s, its ratio to the fastest other peer (named) and to PyTorch eager."""
+    results = data["results"]
+    columns = sorted({(r["dtype"], r["threads"]) for r in results})
+    short = {"numpy": "NumPy", "sklearn": "sklearn", "torch": "torch", "torch_fused": "torch fused",
+             "torch_compile": "torch.compile", "jax_jit": "JAX jit step", "jax_scan": "JAX scan"}
+    rows = []
+    for config in CONFIGS:
+        for batch in sorted({r["batch_size"] for r in results if r["config"] == config}):
+            row = [config, str(batch)]
+            for dtype, threads in columns:
+                cell = (batch, dtype, threads)
+                mine = lookup(results, config, "fastmlp", cell)
+                others = [r for r in results if r["config"] == config and r["status"] == "ok"
+                          and r["peer"] != "fastmlp" and (r["batch_size"], r["dtype"], r["threads"]) == cell]
+                if mine is None or mine["status"] != "ok" or not others:
+                    row.append("-")
+                    continue
+                best = max(others, key=lambda r: r["samples_per_s"])
+                text = (f"{fmt_rate(mine['samples_per_s'])}: **{mine['samples_per_s'] / best['samples_per_s']:.2f}x** "
+                        f"{short[best['peer']]} ({fmt_rate(best['samples_per_s'])})")
+                torch = lookup(results, config, "torch", cell)
+                if torch is not None and torch["status"] == "ok":
+                    text += f"; {mine['samples_per_s'] / torch['samples_per_s']:.1f}x torch"
+                row.append(text)
+            rows.append(row)
+    return markdown_table(["net", "B"] + [f"{DTYPE_SHORT[d]}, {t} thread{'s' if t > 1 else ''}"
+                                          for d, t in columns], rows)
+
+
 def fastmlp_versions(data):
     seen = []
     for r in data["results"]:
@@ -503,7 +534,9 @@ def header_text(data):
 
 def report(data):
     text = [header_text(data), config_tables(data),
-            "\n### Summary: fastmlp / best peer per cell\n", summary_table(data)]
+            "\n### Summary: fastmlp / best peer per cell\n", summary_table(data),
+            "\n### Compact: fastmlp samples/s, then fastmlp / fastest other peer (named, its samples/s) "
+            "and fastmlp / PyTorch eager\n", compact_table(data)]
     failures = [r for r in data["results"] if r["status"] not in ("ok",)]
     if failures:
         text.append("\nNot run / failed:")
