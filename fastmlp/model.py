@@ -341,13 +341,19 @@ class MLP:
         return X, Y
 
     def fit(self, X, y, epochs=10, batch_size=32, lr=0.01, shuffle=True, lr_schedule="constant",
-            momentum=0.0, nesterov=False, weight_decay=0.0, validation_data=None, verbose=False):
+            momentum=0.0, nesterov=False, weight_decay=0.0, validation_data=None, verbose=False,
+            callbacks=None):
         """Train by mini-batch SGD; returns the history {"loss": [...], "lr": [...], "time": [...]}
         (and "val_loss" with validation_data), one entry per epoch.
 
         Each step is ``w -= lr * grad`` of the batch's mean loss, with PyTorch's SGD
         semantics for momentum, nesterov and weight_decay (weights only, not biases).
         Calling fit again continues from the current parameters and momentum.
+
+        callbacks: callables called after every epoch as ``callback(epoch, metrics)``, with
+        epoch counted from 0 in this call and metrics that epoch's {"loss", "lr", "time"
+        (and "val_loss")}; one that returns False or raises StopIteration ends training
+        after that epoch, keeping it.
         """
         epochs = check.check_int(epochs, "epochs", 1)
         batch_size = check.check_int(batch_size, "batch_size", 1)
@@ -355,6 +361,13 @@ class MLP:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         schedule = make_schedule(lr_schedule, lr, epochs)
+        if callbacks is None:
+            callbacks = ()
+        elif callable(callbacks):
+            callbacks = (callbacks,)
+        if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
+            raise TypeError(f"callbacks must be a list of callables (epoch, metrics) -> bool, "
+                            f"got {callbacks!r}")
         X, Y = self._check_data(X, y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -390,6 +403,8 @@ class MLP:
                         line += f"  val_loss {history['val_loss'][-1]:.6g}"
                     if verbose:
                         print(f"{line}  {elapsed:.3f}s", flush=True)
+                    if not self._run_callbacks(callbacks, epoch, history):
+                        break
             except DivergenceError:
                 raise
             except KeyboardInterrupt:
@@ -400,6 +415,19 @@ class MLP:
                 self._restore_state(start_state)
                 raise
         return history
+
+    @staticmethod
+    def _run_callbacks(callbacks, epoch, history):
+        """Call each callback on this epoch's metrics; False once one asks to stop."""
+        metrics = {key: values[-1] for key, values in history.items()}
+        keep_going = True
+        for callback in callbacks:
+            try:
+                if callback(epoch, dict(metrics)) is False:
+                    keep_going = False
+            except StopIteration:
+                keep_going = False
+        return keep_going
 
     def _train_epoch(self, X, Y, order, workspace, lr, momentum, weight_decay, nesterov):
         """One compiled pass of mini-batch SGD; returns the batch-size-weighted mean batch loss."""

@@ -14,6 +14,7 @@ import pytest
 
 import reference as ref
 from conftest import targets_for
+import fastmlp
 from fastmlp import MLP
 from fastmlp.datasets import make_shapes
 
@@ -473,3 +474,63 @@ def test_cross_entropy_labels_equal_one_hot_rows():
     a.fit(X, labels, epochs=2, batch_size=4, lr=0.1)
     b.fit(X, ref.one_hot(labels, 3), epochs=2, batch_size=4, lr=0.1)
     assert np.array_equal(a.params, b.params)
+
+
+# ------------------------------------------------------------------ callbacks
+def test_callbacks_see_every_epoch_and_its_metrics():
+    X, Y = np.random.default_rng(0).normal(size=(40, 3)), np.random.default_rng(1).normal(size=(40, 2))
+    net = fastmlp.MLP([3, 4, 2], seed=0)
+    seen = []
+    history = net.fit(X, Y, epochs=3, batch_size=8, validation_data=(X, Y),
+                      callbacks=[lambda epoch, metrics: seen.append((epoch, metrics))])
+    assert [epoch for epoch, _ in seen] == [0, 1, 2]
+    for epoch, metrics in seen:
+        assert set(metrics) == {"loss", "lr", "time", "val_loss"}
+        assert metrics["loss"] == history["loss"][epoch]
+        assert metrics["val_loss"] == history["val_loss"][epoch]
+
+
+@pytest.mark.parametrize("stop", ["return_false", "stop_iteration"])
+def test_a_callback_can_stop_training_and_the_finished_epochs_are_kept(stop):
+    X, Y = np.random.default_rng(0).normal(size=(40, 3)), np.random.default_rng(1).normal(size=(40, 2))
+
+    def stop_after_second(epoch, metrics):
+        if epoch == 1:
+            if stop == "return_false":
+                return False
+            raise StopIteration
+        return None
+
+    net = fastmlp.MLP([3, 4, 2], seed=0)
+    history = net.fit(X, Y, epochs=5, batch_size=8, shuffle=False, callbacks=[stop_after_second])
+    assert len(history["loss"]) == 2
+    twin = fastmlp.MLP([3, 4, 2], seed=0)
+    twin.fit(X, Y, epochs=2, batch_size=8, shuffle=False)
+    assert np.array_equal(net.params, twin.params)
+
+
+def test_a_single_callable_is_accepted_as_callbacks():
+    X, Y = np.ones((8, 3)), np.zeros((8, 2))
+    calls = []
+    fastmlp.MLP([3, 2], seed=0).fit(X, Y, epochs=2, callbacks=lambda e, m: calls.append(e))
+    assert calls == [0, 1]
+
+
+def test_bad_callbacks_raise_before_training():
+    net = fastmlp.MLP([3, 2], seed=0)
+    before = net.params.copy()
+    with pytest.raises(TypeError, match="callbacks"):
+        net.fit(np.ones((8, 3)), np.zeros((8, 2)), callbacks=[print, 3])
+    assert np.array_equal(net.params, before)
+
+
+def test_a_callback_that_raises_leaves_the_model_as_before_fit():
+    net = fastmlp.MLP([3, 2], seed=0)
+    before = net.params.copy()
+
+    def broken(epoch, metrics):
+        raise RuntimeError("logging failed")
+
+    with pytest.raises(RuntimeError, match="logging failed"):
+        net.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=3, momentum=0.9, callbacks=[broken])
+    assert np.array_equal(net.params, before) and not net._has_velocity
