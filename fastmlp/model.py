@@ -170,6 +170,9 @@ class MLP:
         self._output_code = ACTIVATIONS[output_activation]
         self._loss_code = LOSSES[loss]
 
+        # Free-form, JSON-serialisable facts saved with the model (e.g. preprocessing
+        # statistics, column names); fastmlp itself never reads them.
+        self.metadata = {}
         self._allocate()
         self._rng = np.random.default_rng(seed)
         self._initialise()

@@ -40,8 +40,13 @@ def save_model(model, path):
         "n_threads": model.n_threads,
         "has_velocity": model._has_velocity,
         "rng_state": model._rng.bit_generator.state,
+        "metadata": model.metadata,
     }
-    config_text = json.dumps(config, sort_keys=True)
+    try:
+        config_text = json.dumps(config, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"model.metadata must hold only JSON values (dicts, lists, strings, "
+                        f"finite numbers, booleans, None): {error}") from None
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".fastmlp-", suffix=".tmp")
@@ -104,6 +109,9 @@ def load(path):
         if velocity.shape != params.shape or velocity.dtype != params.dtype:
             raise ValueError("the momentum buffer does not match the parameters")
         model._rng.bit_generator.state = config["rng_state"]
+        model.metadata = config.get("metadata", {})
+        if not isinstance(model.metadata, dict):
+            raise ValueError("its metadata is not a JSON object")
         model._has_velocity = bool(config["has_velocity"])
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{name} holds an invalid fastmlp model: {error}") from None

@@ -279,3 +279,27 @@ def test_load_refuses_a_pickle_file_without_unpickling(tmp_path):
 def test_model_file_error_is_a_value_error():
     assert issubclass(ModelFileError, ValueError)
     assert fastmlp.ModelFileError is ModelFileError
+
+
+def test_metadata_round_trips_and_is_covered_by_the_checksum(tmp_path):
+    net = fastmlp.MLP([3, 2], seed=0)
+    net.metadata = {"columns": ["a", "b", "c"], "mean": [0.5, 1.0, -2.0], "target": "y", "n": 3}
+    path = tmp_path / "m.npz"
+    net.save(path)
+    assert fastmlp.load(path).metadata == net.metadata
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["config"] = np.array(str(arrays["config"][()]).replace('"target": "y"', '"target": "z"'))
+    np.savez(path, **arrays)
+    with pytest.raises(fastmlp.ModelFileError, match="integrity"):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("bad", [{"x": object()}, {"x": float("nan")}, {"x": np.zeros(2)}])
+def test_saving_metadata_that_is_not_json_raises_and_writes_nothing(bad, tmp_path):
+    net = fastmlp.MLP([3, 2], seed=0)
+    net.metadata = bad
+    path = tmp_path / "m.npz"
+    with pytest.raises(TypeError, match="metadata"):
+        net.save(path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
