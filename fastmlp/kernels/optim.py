@@ -9,6 +9,7 @@ from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
 from .matmul import accumulate_block, bias_grad, fill_rows
+from .vector import TILE_ROWS
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
@@ -73,12 +74,12 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
 @parallel_kernel
 def weight_grad_update(AT, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
     """out[k, m] = AT[k, n] @ dZ[n, m] (the weight gradient, as weight_grad computes it), then
-    the SGD step on W[k, m] and velocity[k, m] from it, four rows at a time while they are in cache."""
+    the SGD step on W[k, m] and velocity[k, m] from it, TILE_ROWS rows at a time while they are in cache."""
     k = AT.shape[0]
     zero = out.dtype.type(0)
-    for block in prange((k + 3) // 4):
-        p = 4 * block
-        rows = min(4, k - p)
+    for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
+        p = TILE_ROWS * block
+        rows = min(TILE_ROWS, k - p)
         fill_rows(p, rows, zero, out)
         accumulate_block(AT, dZ, p, rows, out)
         sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step, W, velocity)

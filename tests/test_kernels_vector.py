@@ -1,0 +1,112 @@
+"""fastmlp.kernels.vector: the register tiles (explicit LLVM vector code) behind the matrix
+kernels, called through small compiled wrappers here."""
+
+import numba
+import numpy as np
+import pytest
+
+from fastmlp.kernels import vector
+from fastmlp.kernels.matmul import accumulate_block
+
+
+@numba.njit
+def full_tile(X, W, i, j, out):
+    vector.accumulate_tile(X, W, i, j, 0, out)
+
+
+@numba.njit
+def edge_tile(X, W, i, j, width, out):
+    vector.accumulate_edge_tile(X, W, i, j, width, out)
+
+
+@numba.njit
+def row_tile(X, W, i, j, out):
+    vector.accumulate_row_tile(X, W, i, j, 0, out)
+
+
+@numba.njit
+def row_edge_tile(X, W, i, j, width, out):
+    vector.accumulate_row_edge_tile(X, W, i, j, width, out)
+
+
+@numba.njit
+def block(X, W, i, rows, out):
+    accumulate_block(X, W, i, rows, out)
+
+
+def lanes(dtype):
+    return vector.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("k", [1, 5, 64])
+def test_full_tile_adds_its_rows_and_columns_of_the_product_and_nothing_else(k, dtype, rng):
+    width = vector.TILE_VECTORS * lanes(dtype)
+    rows = vector.TILE_ROWS
+    X = rng.normal(size=(rows + 3, k)).astype(dtype)
+    W = rng.normal(size=(k, width + 9)).astype(dtype)
+    out = rng.normal(size=(rows + 3, width + 9)).astype(dtype)
+    before = out.copy()
+    full_tile(X, W, 2, 5, out)
+    expected = before.astype(np.float64)
+    expected[2:2 + rows, 5:5 + width] += X[2:2 + rows].astype(np.float64) @ W[:, 5:5 + width]
+    np.testing.assert_allclose(out, expected, **tolerance(dtype))
+    outside = np.ones(out.shape, bool)
+    outside[2:2 + rows, 5:5 + width] = False
+    assert np.array_equal(out[outside], before[outside])
+
+
+@pytest.mark.parametrize("width", [1, 3, 16, 17, 31])
+def test_edge_tiles_touch_only_their_width(width, dtype, rng):
+    k = 7
+    for kernel, rows, most in ((edge_tile, vector.TILE_ROWS, vector.TILE_VECTORS),
+                               (row_edge_tile, 1, vector.ROW_TILE_VECTORS)):
+        width_here = min(width, most * lanes(dtype))
+        X = rng.normal(size=(rows, k)).astype(dtype)
+        # W and out end exactly at the tile's last column: a load or store past it would
+        # read or write outside the arrays.
+        W = rng.normal(size=(k, 3 + width_here)).astype(dtype)
+        out = rng.normal(size=(rows, 3 + width_here)).astype(dtype)
+        before = out.copy()
+        kernel(X, W, 0, 3, width_here, out)
+        expected = before.astype(np.float64)
+        expected[:, 3:] += X.astype(np.float64) @ W[:, 3:]
+        np.testing.assert_allclose(out, expected, **tolerance(dtype))
+        assert np.array_equal(out[:, :3], before[:, :3])
+
+
+def test_row_tile_matches_the_product(dtype, rng):
+    width = vector.ROW_TILE_VECTORS * lanes(dtype)
+    X = rng.normal(size=(3, 11)).astype(dtype)
+    W = rng.normal(size=(11, width)).astype(dtype)
+    out = np.zeros((3, width), dtype)
+    row_tile(X, W, 1, 0, out)
+    np.testing.assert_allclose(out[1], X[1].astype(np.float64) @ W, **tolerance(dtype))
+    assert not out[[0, 2]].any()
+
+
+@pytest.mark.parametrize("m", [1, 7, 32, 33, 100, 130])
+def test_every_path_gives_every_element_the_same_bits(m, dtype, rng):
+    # The tile, its masked edge and the row tiles all sum each element over k in order with
+    # one FMA per term, so a row computes to the same bits whichever path computes it.
+    rows, k = vector.TILE_ROWS, 37
+    X = rng.normal(size=(rows, k)).astype(dtype)
+    W = rng.normal(size=(k, m)).astype(dtype)
+    start = rng.normal(size=(rows, m)).astype(dtype)
+    as_tile = start.copy()
+    block(X, W, 0, rows, as_tile)
+    as_rows = start.copy()
+    for r in range(rows):
+        block(X, W, r, 1, as_rows)
+    assert np.array_equal(as_tile, as_rows)
+    np.testing.assert_allclose(as_tile, start + X.astype(np.float64) @ W, **tolerance(dtype))
+
+
+def test_tile_shape_fits_the_register_file():
+    registers = 32 if vector.VECTOR_BYTES == 64 else 16
+    # accumulators + one broadcast per row + one loaded vector of W per tile vector
+    used = vector.TILE_ROWS * vector.TILE_VECTORS + vector.TILE_ROWS + vector.TILE_VECTORS
+    assert used <= registers or vector.VECTOR_BYTES == 16
