@@ -106,6 +106,12 @@ PARALLEL_MIN_WORK = 1 << 19
 PARALLEL_MIN_ELEMENTS = 1 << 14
 
 
+def start_threads():
+    """Start Numba's thread pool. A serial kernel that calls parallel ones, loaded from the
+    cache, does not start it: calling in before it starts jumps to a null pointer."""
+    numba.get_num_threads()
+
+
 def specialise(reference):
     """Decorate a chooser of per-type implementations of `reference` (numba.extending.overload),
     compiled with the same options as the kernels that call it."""

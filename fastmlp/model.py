@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from . import _validation as check
-from ._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK
+from ._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, start_threads
 from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
@@ -80,15 +80,12 @@ class _Workspace:
         self.output = np.empty((n, sizes[-1]), dtype)
         self.batch_X = np.empty((n, sizes[0]), dtype)
         self.batch_Y = np.empty((n, sizes[-1]), dtype)
-        self.inputs_T_buffer = np.empty(n * sum(sizes[:-1]), dtype)
         self.hidden = _views(self.hidden_buffer, [(n, m) for m in sizes[1:-1]])
-        self.inputs_T = _views(self.inputs_T_buffer, [(k, n) for k in sizes[:-1]])
         self.deltas = _views(self.delta_buffer, [(n, m) for m in sizes[1:]])
         big = [n * k * m >= PARALLEL_MIN_WORK for k, m in layers]
         self.forward = [dense_forward.choose(p) for p in big]
         self.weight_grad = [weight_grad.choose(p) for p in big]
         self.input_grad = [input_grad.choose(p) for p in big]
-        self.transpose_inputs = [transpose.choose(n * k >= PARALLEL_MIN_ELEMENTS) for k in sizes[:-1]]
         self.output_activation = activation_forward.choose(n * sizes[-1] >= PARALLEL_MIN_ELEMENTS)
         self.gather = gather_rows.choose(n * sizes[0] >= PARALLEL_MIN_ELEMENTS)
 
@@ -283,8 +280,7 @@ class MLP:
         for layer in range(last, -1, -1):
             inputs = X if layer == 0 else workspace.hidden[layer - 1]
             delta = workspace.deltas[layer]
-            workspace.transpose_inputs[layer](inputs, workspace.inputs_T[layer])
-            workspace.weight_grad[layer](workspace.inputs_T[layer], delta, self._weight_grads[layer])
+            workspace.weight_grad[layer](inputs, delta, self._weight_grads[layer])
             bias_grad(delta, self._bias_grads[layer])
             if layer > 0:
                 self._transpose[layer](self.weights[layer], self._transposed[layer])
@@ -435,11 +431,11 @@ class MLP:
     def _train_epoch(self, X, Y, order, workspace, lr, momentum, weight_decay, nesterov):
         """One compiled pass of mini-batch SGD; returns the batch-size-weighted mean batch loss."""
         first_step = momentum != 0 and not self._has_velocity
+        start_threads()
         total = train_epoch(X, Y, order, workspace.n, self._sizes, self._activation_array,
                             self._output_code, self._loss_code, self.params, self._grad,
                             self._velocity, first_step, lr, momentum, weight_decay, nesterov,
-                            workspace.hidden_buffer, workspace.delta_buffer, workspace.inputs_T_buffer,
-                            workspace.logits.reshape(-1),
+                            workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
                             workspace.output.reshape(-1), self._transposed_buffer,
                             workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1))
         if momentum != 0:

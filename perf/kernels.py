@@ -6,7 +6,7 @@ Matrix kernels are reported in GFLOP/s (2 flops per multiply-add), elementwise k
 (bytes read + written). Shapes are the layers of the three reference networks (400-14-8-2,
 400-100-40-2, 784-256-128-10) at each batch size:
   forward  out = act(X[B, k] @ W[k, m] + b)          vs  NumPy  X @ W + b
-  dW       out = AT[k, B] @ dZ[B, m]  (+ transpose)   vs  NumPy  A.T @ dZ
+  dW       out = A[B, k].T @ dZ[B, m]                 vs  NumPy  A.T @ dZ
   dX       out = (dZ[B, m] @ WT[m, k]) * act'(A)      vs  NumPy  dZ @ W.T
 Each (library, thread count) runs in its own process, since Numba's OpenMP threads spin after
 a parallel region and would slow a BLAS call in the same process. Compile time is excluded
@@ -46,7 +46,7 @@ def worker(library, dtype, batch_sizes):
 
         from fastmlp._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK
         from fastmlp.kernels import activations as act
-        from fastmlp.kernels.matmul import dense_forward, input_grad, transpose, weight_grad
+        from fastmlp.kernels.matmul import dense_forward, input_grad, weight_grad
         from fastmlp.kernels.optim import sgd_update
     for B in batch_sizes:
         for k, m in LAYERS:
@@ -65,13 +65,11 @@ def worker(library, dtype, batch_sizes):
                 row["dX"] = median_seconds(lambda: np.matmul(dZ, W.T, out=dX))
             else:
                 big = B * k * m >= PARALLEL_MIN_WORK
-                XT = np.empty((k, B), dtype)
                 WT = np.ascontiguousarray(W.T)
                 fwd, wg, ig = dense_forward.choose(big), weight_grad.choose(big), input_grad.choose(big)
-                tr = transpose.choose(B * k >= PARALLEL_MIN_ELEMENTS)
                 row["forward"] = median_seconds(lambda: fwd(X, W, b, act.IDENTITY, out))
                 row["forward_sigmoid"] = median_seconds(lambda: fwd(X, W, b, act.SIGMOID, out))
-                row["dW"] = median_seconds(lambda: (tr(X, XT), wg(XT, dZ, grad)))
+                row["dW"] = median_seconds(lambda: wg(X, dZ, grad))
                 row["dX"] = median_seconds(lambda: ig(dZ, WT, X, act.IDENTITY, dX))
             row = {key: (flops / value / 1e9 if key not in ("B", "k", "m") else value)
                    for key, value in row.items()}
@@ -139,7 +137,7 @@ def main():
     for t in thread_counts:
         ours, blas = runs[("fastmlp", t)]["matmul"], runs[("numpy", t)]["matmul"]
         print(f"## {t} thread(s): GFLOP/s, fastmlp (NumPy BLAS)\n")
-        print("| B | k x m | forward | forward+sigmoid | dW (incl. transpose) | dX |")
+        print("| B | k x m | forward | forward+sigmoid | dW | dX |")
         print("|---|---|---|---|---|---|")
         for mine, theirs in zip(ours, blas):
             print(f"| {mine['B']} | {mine['k']}x{mine['m']} | {mine['forward']:.1f} ({theirs['forward']:.1f}) "

@@ -97,32 +97,32 @@ def test_input_grad_parallel_equals_serial_bitwise(shape, activation, dtype, rng
 
 
 # ----------------------------------------------------------------- weight_grad
-# weight_grad(AT, dZ, out): out[k, m] = AT[k, n] @ dZ[n, m], AT the layer input transposed.
+# weight_grad(A, dZ, out): out[k, m] = A[n, k].T @ dZ[n, m], A the layer input.
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_weight_grad_matches_reference(shape, dtype, rng, assert_close):
     n, k, m = shape
     A, dZ = random(rng, (n, k), dtype), random(rng, (n, m), dtype)
     out = np.full((k, m), np.nan, dtype)
-    weight_grad.serial(np.ascontiguousarray(A.T), dZ, out)
+    weight_grad.serial(A, dZ, out)
     assert_close(out, A.astype(np.float64).T @ dZ.astype(np.float64), dtype, scale=np.sqrt(n) * 2)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_weight_grad_parallel_equals_serial_bitwise(shape, dtype, rng):
     n, k, m = shape
-    AT, dZ = random(rng, (k, n), dtype), random(rng, (n, m), dtype)
+    A, dZ = random(rng, (n, k), dtype), random(rng, (n, m), dtype)
     serial, parallel = np.empty((k, m), dtype), np.empty((k, m), dtype)
-    weight_grad.serial(AT, dZ, serial)
-    weight_grad.parallel(AT, dZ, parallel)
+    weight_grad.serial(A, dZ, serial)
+    weight_grad.parallel(A, dZ, parallel)
     assert np.array_equal(parallel, serial)
 
 
 def test_weight_grad_sums_over_the_batch_in_order():
     # "summed over n in order": a float32 sum whose value depends on the order.
-    AT = np.ones((1, 3), np.float32)
+    A = np.ones((3, 1), np.float32)
     dZ = np.array([[1e8], [1.0], [-1e8]], np.float32)
     out = np.empty((1, 1), np.float32)
-    weight_grad.serial(AT, dZ, out)
+    weight_grad.serial(A, dZ, out)
     assert out[0, 0] == (np.float32(1e8) + np.float32(1.0)) - np.float32(1e8)
 
 
@@ -179,11 +179,8 @@ def test_matmul_kernels_accept_read_only_inputs_and_leave_them_unchanged(rng, re
     grad_in = np.empty((n, k), dtype)
     input_grad.serial(dZ, WT, A, ACTIVATION_CODES["tanh"], grad_in)
     np.testing.assert_allclose(grad_in, (dZ @ W.T) * (1 - A * A), rtol=1e-12, atol=1e-13)
-    AT = np.empty((k, n), dtype)
-    transpose.serial(A, AT)
-    AT = readonly(AT)
     grad_w = np.empty((k, m), dtype)
-    weight_grad.serial(AT, dZ, grad_w)
+    weight_grad.serial(A, dZ, grad_w)
     np.testing.assert_allclose(grad_w, A.T @ dZ, rtol=1e-12, atol=1e-13)
     grad_b = np.empty(m, dtype)
     bias_grad(dZ, grad_b)

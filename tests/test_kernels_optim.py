@@ -122,20 +122,20 @@ def test_weight_grad_update_equals_weight_grad_then_sgd_update_bitwise(shape, se
     n, k, m = shape
     s = np.dtype(dtype).type
     lr, momentum, weight_decay, nesterov = s(setting[0]), s(setting[1]), s(setting[2]), setting[3]
-    AT = rng.normal(size=(k, n)).astype(dtype)
+    A = rng.normal(size=(n, k)).astype(dtype)
     dZ = rng.normal(size=(n, m)).astype(dtype)
     W0 = rng.normal(size=(k, m)).astype(dtype)
     for first in (True, False):
         velocity0 = rng.normal(size=(k, m)).astype(dtype)
         # Unfused: the gradient, then the flat update of those k*m weights.
         grad = np.empty((k, m), dtype)
-        weight_grad.serial(AT, dZ, grad)
+        weight_grad.serial(A, dZ, grad)
         W_flat, v_flat = W0.copy().reshape(-1), velocity0.copy().reshape(-1)
         sgd_update.serial(grad.reshape(-1), k * m, lr, momentum, weight_decay, nesterov, first,
                           W_flat, v_flat)
         for variant in (weight_grad_update.serial, weight_grad_update.parallel):
             W, velocity, out = W0.copy(), velocity0.copy(), np.empty((k, m), dtype)
-            variant(AT, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
+            variant(A, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
             assert np.array_equal(out, grad)
             assert np.array_equal(W.reshape(-1), W_flat)
             assert np.array_equal(velocity.reshape(-1), v_flat)
@@ -164,9 +164,9 @@ def test_bias_grad_update_equals_bias_grad_then_undecayed_sgd_update_bitwise(sha
 
 def test_weight_grad_update_matches_reference_step(rng):
     n, k, m = 9, 6, 5
-    AT, dZ = rng.normal(size=(k, n)), rng.normal(size=(n, m))
+    A, dZ = rng.normal(size=(n, k)), rng.normal(size=(n, m))
     W, velocity = rng.normal(size=(k, m)), np.zeros((k, m))
-    expected, buf = ref.sgd_update(W, AT @ dZ, None, 0.1, 0.9, 0.01, True)
-    weight_grad_update.serial(AT, dZ, 0.1, 0.9, 0.01, True, True, W, velocity, np.empty((k, m)))
+    expected, buf = ref.sgd_update(W, A.T @ dZ, None, 0.1, 0.9, 0.01, True)
+    weight_grad_update.serial(A, dZ, 0.1, 0.9, 0.01, True, True, W, velocity, np.empty((k, m)))
     np.testing.assert_allclose(W, expected, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(velocity, buf, rtol=1e-13, atol=1e-14)

@@ -105,3 +105,17 @@ def test_demo_rejects_bad_options_with_a_message(option, value):
     done = run_python("-m", "fastmlp", "demo", option, value)
     assert done.returncode == 2
     assert option in done.stderr and "Traceback" not in done.stderr
+
+
+def test_training_tiny_data_first_thing_in_a_new_process_with_a_warm_cache():
+    # Tiny data takes only serial kernels before the compiled epoch loop, which calls parallel
+    # ones; loaded from the cache, it once ran before Numba's thread pool existed and crashed.
+    code = ("import numpy as np, fastmlp\n"
+            "X = np.random.default_rng(0).normal(size=(150, 4)).astype(np.float32)\n"
+            "y = np.arange(150) % 3\n"
+            "net = fastmlp.MLP([4, 16, 3], loss='cross_entropy', seed=0)\n"
+            "print(net.fit(X, y, epochs=2, lr=0.1)['loss'][-1])")
+    for _ in range(2):  # the first run may compile; the second loads from the cache
+        done = run_python("-c", code)
+        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+        assert float(done.stdout.strip()) > 0

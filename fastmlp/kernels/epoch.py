@@ -34,19 +34,15 @@ def forward_layer(inputs, W, b, activation, out):
 
 
 @kernel
-def update_layer(inputs, delta, inputs_T, lr, momentum, weight_decay, nesterov, first_step,
+def update_layer(inputs, delta, lr, momentum, weight_decay, nesterov, first_step,
                  W, b, W_velocity, b_velocity, W_grad, b_grad):
     """The SGD step on W and b from the gradients inputs.T @ delta and the column sums of
-    delta (left in W_grad, b_grad), through inputs_T (filled here); serial or parallel by size."""
-    if inputs.shape[0] * inputs.shape[1] >= PARALLEL_MIN_ELEMENTS:
-        transpose_parallel(inputs, inputs_T)
-    else:
-        transpose_serial(inputs, inputs_T)
+    delta (left in W_grad, b_grad); serial or parallel by size."""
     if inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK:
-        weight_grad_update_parallel(inputs_T, delta, lr, momentum, weight_decay, nesterov,
+        weight_grad_update_parallel(inputs, delta, lr, momentum, weight_decay, nesterov,
                                     first_step, W, W_velocity, W_grad)
     else:
-        weight_grad_update_serial(inputs_T, delta, lr, momentum, weight_decay, nesterov,
+        weight_grad_update_serial(inputs, delta, lr, momentum, weight_decay, nesterov,
                                   first_step, W, W_velocity, W_grad)
     bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_velocity, b_grad)
 
@@ -54,12 +50,12 @@ def update_layer(inputs, delta, inputs_T, lr, momentum, weight_decay, nesterov, 
 @kernel
 def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad, velocity,
                 first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, inputs_T, logits, output, transposed):
+                hidden, deltas, logits, output, transposed):
     """One SGD step on the batch X[rows, sizes[0]], Y[rows, sizes[-1]]; returns its mean loss.
 
-    hidden, deltas, inputs_T, logits, output, transposed: flat workspaces of at least
-    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sum(sizes[:-1]),
-    rows * sizes[-1] (twice) and sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
+    hidden, deltas, logits, output, transposed: flat workspaces of at least
+    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sizes[-1] (twice) and
+    sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
     """
     rows = X.shape[0]
     n_layers = sizes.shape[0] - 1
@@ -103,9 +99,6 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
     t_at = 0
     for layer in range(1, n_layers):
         t_at += sizes[layer] * sizes[layer + 1]
-    i_at = 0
-    for layer in range(n_layers):
-        i_at += rows * sizes[layer]
     d_at -= rows * n_out
     delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
     value = loss_gradient(Z, P, Y, loss, output_activation, delta)
@@ -117,10 +110,8 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
         W_velocity = velocity[w_at:w_at + k * m].reshape((k, m))
         W_grad = grad[w_at:w_at + k * m].reshape((k, m))
         b, b_velocity, b_grad = params[b_at:b_at + m], velocity[b_at:b_at + m], grad[b_at:b_at + m]
-        i_at -= rows * k
-        inputs_T_layer = inputs_T[i_at:i_at + rows * k].reshape((k, rows))
         if layer == 0:
-            update_layer(X, delta, inputs_T_layer, lr, momentum, weight_decay, nesterov, first_step,
+            update_layer(X, delta, lr, momentum, weight_decay, nesterov, first_step,
                          W, b, W_velocity, b_velocity, W_grad, b_grad)
             break
         # The input gradient reads W through WT, a copy taken before W is updated.
@@ -138,7 +129,7 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
             input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
         else:
             input_grad_serial(delta, WT, inputs, activations[layer - 1], previous_delta)
-        update_layer(inputs, delta, inputs_T_layer, lr, momentum, weight_decay, nesterov, first_step,
+        update_layer(inputs, delta, lr, momentum, weight_decay, nesterov, first_step,
                      W, b, W_velocity, b_velocity, W_grad, b_grad)
         delta = previous_delta
     return value
@@ -147,7 +138,7 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
 @kernel
 def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, loss,
                 params, grad, velocity, first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, inputs_T, logits, output, transposed, batch_X, batch_Y):
+                hidden, deltas, logits, output, transposed, batch_X, batch_Y):
     """One epoch of SGD over the rows of X[n, d], Y[n, k] in `order` (in order if `order` is
     empty), batches of `batch_size`, the last one shorter; returns the sum of batch loss * rows,
     stopping early with a non-finite value if the loss diverges."""
@@ -159,8 +150,8 @@ def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, 
         if order.shape[0] == 0:
             value = train_batch(X[start:start + rows], Y[start:start + rows], sizes, activations,
                                 output_activation, loss, params, grad, velocity, first_step, lr,
-                                momentum, weight_decay, nesterov, hidden, deltas, inputs_T, logits,
-                                output, transposed)
+                                momentum, weight_decay, nesterov, hidden, deltas, logits, output,
+                                transposed)
         else:
             batch_rows = order[start:start + rows]
             Xb = batch_X[:rows * d].reshape((rows, d))
@@ -172,7 +163,7 @@ def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, 
             gather_rows_serial(Y, batch_rows, Yb)
             value = train_batch(Xb, Yb, sizes, activations, output_activation, loss, params, grad,
                                 velocity, first_step, lr, momentum, weight_decay, nesterov, hidden,
-                                deltas, inputs_T, logits, output, transposed)
+                                deltas, logits, output, transposed)
         first_step = False
         total += value * rows
         if not np.isfinite(total):

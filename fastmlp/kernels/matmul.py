@@ -74,14 +74,11 @@ def input_grad(dZ, WT, A, activation, out):
 
 
 @parallel_kernel
-def weight_grad(AT, dZ, out):
-    """out[k, m] = AT[k, n] @ dZ[n, m], with AT = A.T the layer input transposed, summed over n in order.
-
-    Taking A transposed turns the weight gradient into the same row-blocked product
-    as the forward pass (walking A by columns runs at half the speed), and the
-    parallel loop over rows of out never lets two threads add into one element.
-    """
-    k = AT.shape[0]
+def weight_grad(A, dZ, out):
+    """out[k, m] = A[n, k].T @ dZ[n, m], summed over n in order; parallel over rows of out, so
+    no two threads ever add into one element."""
+    AT = A.T  # a view: the tiles broadcast its elements, which lie along rows of A
+    k = A.shape[1]
     zero = out.dtype.type(0)
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block

@@ -72,10 +72,11 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
 
 
 @parallel_kernel
-def weight_grad_update(AT, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
-    """out[k, m] = AT[k, n] @ dZ[n, m] (the weight gradient, as weight_grad computes it), then
+def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
+    """out[k, m] = A[n, k].T @ dZ[n, m] (the weight gradient, as weight_grad computes it), then
     the SGD step on W[k, m] and velocity[k, m] from it, TILE_ROWS rows at a time while they are in cache."""
-    k = AT.shape[0]
+    AT = A.T
+    k = A.shape[1]
     zero = out.dtype.type(0)
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block

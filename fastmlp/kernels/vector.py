@@ -29,6 +29,8 @@ def _make_tile(rows, vectors, masked):
     def tile(typingctx, X, W, i, j, width, out):
         if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
             return None
+        if W.layout != "C" or out.layout != "C":
+            return None  # vector loads and stores run along contiguous rows
 
         def codegen(context, builder, signature, args):
             X_type, W_type, i_type, j_type, width_type, out_type = signature.args
@@ -45,8 +47,10 @@ def _make_tile(rows, vectors, masked):
             depth = cgutils.unpack_tuple(builder, X_array.shape, 2)[1]
 
             def address(array, row, column, kind):
-                stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
-                offset = builder.add(builder.mul(row, stride), builder.mul(column, ir.Constant(int64, size)))
+                # Both strides, so X may be a transposed view; W and out are read and written
+                # as whole vectors along their (contiguous) rows.
+                row_stride, column_stride = cgutils.unpack_tuple(builder, array.strides, 2)
+                offset = builder.add(builder.mul(row, row_stride), builder.mul(column, column_stride))
                 byte = builder.gep(builder.bitcast(array.data, ir.IntType(8).as_pointer()), [offset])
                 return builder.bitcast(byte, kind.as_pointer())
 
