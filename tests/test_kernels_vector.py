@@ -11,22 +11,27 @@ from fastmlp.kernels.matmul import accumulate_block
 
 @numba.njit
 def full_tile(X, W, i, j, out):
-    vector.accumulate_tile(X, W, i, j, 0, out)
+    vector.accumulate_tile(X, W, i, j, 0, 0, X.shape[1], out)
 
 
 @numba.njit
 def edge_tile(X, W, i, j, width, out):
-    vector.accumulate_edge_tile(X, W, i, j, width, out)
+    vector.accumulate_edge_tile(X, W, i, j, width, 0, X.shape[1], out)
 
 
 @numba.njit
 def row_tile(X, W, i, j, out):
-    vector.accumulate_row_tile(X, W, i, j, 0, out)
+    vector.accumulate_row_tile(X, W, i, j, 0, 0, X.shape[1], out)
 
 
 @numba.njit
 def row_edge_tile(X, W, i, j, width, out):
-    vector.accumulate_row_edge_tile(X, W, i, j, width, out)
+    vector.accumulate_row_edge_tile(X, W, i, j, width, 0, X.shape[1], out)
+
+
+@numba.njit
+def chunked_tile(X, W, i, j, start, stop, out):
+    vector.accumulate_tile(X, W, i, j, 0, start, stop, out)
 
 
 @numba.njit
@@ -103,6 +108,21 @@ def test_every_path_gives_every_element_the_same_bits(m, dtype, rng):
         block(X, W, r, 1, as_rows)
     assert np.array_equal(as_tile, as_rows)
     np.testing.assert_allclose(as_tile, start + X.astype(np.float64) @ W, **tolerance(dtype))
+
+
+def test_a_tile_over_a_depth_range_sums_only_that_range_and_chunks_chain_exactly(dtype, rng):
+    width = vector.TILE_VECTORS * lanes(dtype)
+    rows, k = vector.TILE_ROWS, 50
+    X = rng.normal(size=(rows, k)).astype(dtype)
+    W = rng.normal(size=(k, width)).astype(dtype)
+    part = np.zeros((rows, width), dtype)
+    chunked_tile(X, W, 0, 0, 10, 30, part)
+    np.testing.assert_allclose(part, X[:, 10:30].astype(np.float64) @ W[10:30], **tolerance(dtype))
+    whole, pieces = np.zeros((rows, width), dtype), np.zeros((rows, width), dtype)
+    chunked_tile(X, W, 0, 0, 0, k, whole)
+    for start, stop in ((0, 7), (7, 30), (30, 50)):
+        chunked_tile(X, W, 0, 0, start, stop, pieces)
+    assert np.array_equal(whole, pieces)
 
 
 def test_tile_shape_fits_the_register_file():

@@ -26,14 +26,14 @@ TILE_VECTORS = 2
 
 def _make_tile(rows, vectors, masked):
     @intrinsic
-    def tile(typingctx, X, W, i, j, width, out):
+    def tile(typingctx, X, W, i, j, width, start, stop, out):
         if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
             return None
         if W.layout != "C" or out.layout != "C":
             return None  # vector loads and stores run along contiguous rows
 
         def codegen(context, builder, signature, args):
-            X_type, W_type, i_type, j_type, width_type, out_type = signature.args
+            X_type, W_type, i_type, j_type, width_type, start_type, stop_type, out_type = signature.args
             element = context.get_data_type(out_type.dtype)
             size = out_type.dtype.bitwidth // 8
             lanes = VECTOR_BYTES // size
@@ -41,10 +41,11 @@ def _make_tile(rows, vectors, masked):
             int64 = ir.IntType(64)
             X_array = context.make_array(X_type)(context, builder, args[0])
             W_array = context.make_array(W_type)(context, builder, args[1])
-            out_array = context.make_array(out_type)(context, builder, args[5])
+            out_array = context.make_array(out_type)(context, builder, args[7])
             first_row = context.cast(builder, args[2], i_type, types.int64)
             first_column = context.cast(builder, args[3], j_type, types.int64)
-            depth = cgutils.unpack_tuple(builder, X_array.shape, 2)[1]
+            start = context.cast(builder, args[5], start_type, types.int64)
+            stop = context.cast(builder, args[6], stop_type, types.int64)
 
             def address(array, row, column, kind):
                 # Both strides, so X may be a transposed view; W and out are read and written
@@ -104,8 +105,7 @@ def _make_tile(rows, vectors, masked):
                     where = address(out_array, plus(first_row, r), plus(first_column, v * lanes), vector)
                     builder.store(load(where, v), slot)
                     sums.append(slot)
-            with cgutils.for_range(builder, depth) as loop:
-                p = loop.index
+            with cgutils.for_range_slice(builder, start, stop, ir.Constant(int64, 1), inc=True) as (p, _):
                 w = [load(address(W_array, p, plus(first_column, v * lanes), vector), v)
                      for v in range(vectors)]
                 for r in range(rows):
@@ -121,9 +121,10 @@ def _make_tile(rows, vectors, masked):
                     store(builder.load(sums[r * vectors + v]), where, v)
             return context.get_dummy_value()
 
-        return types.void(X, W, i, j, width, out), codegen
+        return types.void(X, W, i, j, width, start, stop, out), codegen
 
-    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] += X[i:i+{rows}, :] @ W[:, j:j+w] with w = {vectors} * lanes"
+    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] += X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
+                    f"with w = {vectors} * lanes"
                     + (" or, masked, the given width <= that" if masked else " (width ignored)")
                     + "; lanes = VECTOR_BYTES // itemsize")
     return tile
