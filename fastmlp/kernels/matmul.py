@@ -11,8 +11,9 @@ from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
 from .activations import activate_rows, backprop_rows
-from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile, accumulate_row_edge_tile,
-                     accumulate_row_tile, accumulate_tile)
+from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
+                     accumulate_row_edge_tile, accumulate_row_tile, accumulate_tile, product_edge_tile,
+                     product_row_edge_tile, product_row_tile, product_tile)
 
 
 @helper
@@ -25,8 +26,6 @@ def accumulate_block(X, W, i, rows, out):
     full = m - m % width
     row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     row_full = m - m % row_width
-    # Chunking k so that a tile's strips of X and W stay in the level-1 cache measured no
-    # faster: the prefetchers keep up with one tile's streams.
     if rows == TILE_ROWS:
         for j in range(0, full, width):
             accumulate_tile(X, W, i, j, width, 0, k, out)
@@ -41,11 +40,26 @@ def accumulate_block(X, W, i, rows, out):
 
 
 @helper
-def fill_rows(i, rows, value, out):
-    """out[i:i+rows, :] = value"""
-    for r in range(i, i + rows):
-        for j in range(out.shape[1]):
-            out[r, j] = value
+def product_block(X, W, i, rows, out):
+    """out[i:i+rows, m] = X[i:i+rows, k] @ W[k, m] for rows <= TILE_ROWS: accumulate_block
+    from zero, the same bits, without first writing the zeros."""
+    k = X.shape[1]
+    m = W.shape[1]
+    width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+    full = m - m % width
+    row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+    row_full = m - m % row_width
+    if rows == TILE_ROWS:
+        for j in range(0, full, width):
+            product_tile(X, W, i, j, width, 0, k, out)
+        if full < m:
+            product_edge_tile(X, W, i, full, m - full, 0, k, out)
+    else:
+        for r in range(i, i + rows):
+            for j in range(0, row_full, row_width):
+                product_row_tile(X, W, r, j, row_width, 0, k, out)
+            if row_full < m:
+                product_row_edge_tile(X, W, r, row_full, m - row_full, 0, k, out)
 
 
 @parallel_kernel
@@ -67,12 +81,10 @@ def dense_forward(X, W, b, activation, out):
 def input_grad(dZ, WT, A, activation, out):
     """out[n, k] = (dZ[n, m] @ WT[m, k]) * act'(A[n, k]), A the layer's input as activation output."""
     n = dZ.shape[0]
-    zero = out.dtype.type(0)
     for block in prange((n + TILE_ROWS - 1) // TILE_ROWS):
         i = TILE_ROWS * block
         rows = min(TILE_ROWS, n - i)
-        fill_rows(i, rows, zero, out)
-        accumulate_block(dZ, WT, i, rows, out)
+        product_block(dZ, WT, i, rows, out)
         backprop_rows(A, out, i, i + rows, activation, out)
 
 
@@ -82,12 +94,10 @@ def weight_grad(A, dZ, out):
     no two threads ever add into one element."""
     AT = A.T  # a view: the tiles broadcast its elements, which lie along rows of A
     k = A.shape[1]
-    zero = out.dtype.type(0)
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block
         rows = min(TILE_ROWS, k - p)
-        fill_rows(p, rows, zero, out)
-        accumulate_block(AT, dZ, p, rows, out)
+        product_block(AT, dZ, p, rows, out)
 
 
 @kernel

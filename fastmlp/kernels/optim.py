@@ -8,7 +8,7 @@ arithmetic wherever it is updated.
 from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
-from .matmul import accumulate_block, bias_grad, fill_rows
+from .matmul import bias_grad, product_block
 from .vector import TILE_ROWS
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
@@ -77,12 +77,10 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     the SGD step on W[k, m] and velocity[k, m] from it, TILE_ROWS rows at a time while they are in cache."""
     AT = A.T
     k = A.shape[1]
-    zero = out.dtype.type(0)
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block
         rows = min(TILE_ROWS, k - p)
-        fill_rows(p, rows, zero, out)
-        accumulate_block(AT, dZ, p, rows, out)
+        product_block(AT, dZ, p, rows, out)
         sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step, W, velocity)
 
 

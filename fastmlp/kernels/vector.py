@@ -2,7 +2,7 @@
 
 LLVM does not keep a loop's running sums in registers when they live in arrays it cannot
 prove unaliased, and Numba's scalar code does not vectorise a tile of accumulators. So the
-tile is emitted directly: `ROWS` rows times `VECTORS` vectors of output held in registers
+tile is emitted directly (adding to the output, or assigning the product to it): `ROWS` rows times `VECTORS` vectors of output held in registers
 while the loop runs over the whole shared dimension, one broadcast of X and `VECTORS` loads
 of W per step, one fused multiply-add per element and step. Each output element therefore
 gets exactly the sequence out = fma(x[p], w[p], out) for p = 0, 1, ..., the same rounding as
@@ -24,7 +24,7 @@ TILE_ROWS = 8 if VECTOR_BYTES == 64 else 4
 TILE_VECTORS = 2
 
 
-def _make_tile(rows, vectors, masked):
+def _make_tile(rows, vectors, masked, assign):
     @intrinsic
     def tile(typingctx, X, W, i, j, width, start, stop, out):
         if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
@@ -102,8 +102,11 @@ def _make_tile(rows, vectors, masked):
             for r in range(rows):
                 for v in range(vectors):
                     slot = cgutils.alloca_once(builder, vector)
-                    where = address(out_array, plus(first_row, r), plus(first_column, v * lanes), vector)
-                    builder.store(load(where, v), slot)
+                    if assign:
+                        builder.store(ir.Constant(vector, [0.0] * lanes), slot)
+                    else:
+                        where = address(out_array, plus(first_row, r), plus(first_column, v * lanes), vector)
+                        builder.store(load(where, v), slot)
                     sums.append(slot)
             with cgutils.for_range_slice(builder, start, stop, ir.Constant(int64, 1), inc=True) as (p, _):
                 w = [load(address(W_array, p, plus(first_column, v * lanes), vector), v)
@@ -123,16 +126,20 @@ def _make_tile(rows, vectors, masked):
 
         return types.void(X, W, i, j, width, start, stop, out), codegen
 
-    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] += X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
+    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] {'=' if assign else '+='} X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
                     f"with w = {vectors} * lanes"
                     + (" or, masked, the given width <= that" if masked else " (width ignored)")
                     + "; lanes = VECTOR_BYTES // itemsize")
     return tile
 
 
-accumulate_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False)
-accumulate_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True)
+accumulate_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=False)
+accumulate_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=False)
+product_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True)
+product_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=True)
 # A single row reuses each loaded vector of W once: wider tiles mean fewer passes over X.
 ROW_TILE_VECTORS = 4
-accumulate_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False)
-accumulate_row_edge_tile = _make_tile(1, ROW_TILE_VECTORS, masked=True)
+accumulate_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=False)
+accumulate_row_edge_tile = _make_tile(1, ROW_TILE_VECTORS, masked=True, assign=False)
+product_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=True)
+product_row_edge_tile = _make_tile(1, ROW_TILE_VECTORS, masked=True, assign=True)
