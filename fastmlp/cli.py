@@ -26,14 +26,22 @@ class CLIError(Exception):
 
 
 # ------------------------------------------------------------ argument types
-def _positive_int(text):
+def _int_at_least(text, minimum):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
     return value
+
+
+def _positive_int(text):
+    return _int_at_least(text, 1)
+
+
+def _non_negative_int(text):
+    return _int_at_least(text, 0)
 
 
 def _real(text, low, low_open, high=math.inf, high_open=True):
@@ -95,7 +103,7 @@ def _listing(values, limit=10):
     values = [str(v) for v in values]
     if len(values) <= limit:
         return ", ".join(values)
-    return ", ".join(values[:limit]) + f", ... ({len(values)} in all)"
+    return ", ".join(values[:limit - 1]) + f", ..., {values[-1]}"
 
 
 def _read_data(paths, target=None):
@@ -522,14 +530,13 @@ def bench(args):
 
 
 # ------------------------------------------------------------------- parser
-def _add_run_options(p, epochs, lr):
+def _add_run_options(p, epochs, lr, seed_help):
     p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default {epochs}")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
     p.add_argument("--lr", type=_positive_float, default=lr, help=f"learning rate (default {lr})")
     p.add_argument("--threads", type=_positive_int, default=None, help="default: all Numba threads")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights, shuffling and data split (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help=f"{seed_help} (default 0)")
     p.add_argument("--plot", metavar="PNG", help="write the loss per epoch to this image "
                    "(needs matplotlib: pip install fastmlp[plot])")
     p.add_argument("--quiet", action="store_true", help="print no per-epoch lines or progress bar")
@@ -543,7 +550,7 @@ def build_parser():
     p = commands.add_parser("demo", help="train 400-100-40-2 on generated shape images",
                             description=demo.__doc__)
     p.add_argument("--samples", type=_positive_int, default=20000, help="training images (default 20000)")
-    _add_run_options(p, epochs=10, lr=0.05)
+    _add_run_options(p, epochs=10, lr=0.05, seed_help="seed of the data and initial weights")
     p.set_defaults(handler=demo)
 
     p = commands.add_parser(
@@ -562,7 +569,8 @@ def build_parser():
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help="default: cross_entropy when the target holds class labels (integers or "
                         "names) and the network has several outputs, else mse")
-    _add_run_options(p, epochs=20, lr=0.05)
+    _add_run_options(p, epochs=20, lr=0.05,
+                     seed_help="seed of the initial weights, shuffling and validation split")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant", help="default constant")
     p.add_argument("--momentum", type=_non_negative_float, default=0.0, help="default 0")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="default 0")
@@ -609,16 +617,16 @@ def main(argv=None):
         return args.handler(args)
     except (CLIError, DataFileError, ModelFileError, DivergenceError) as error:
         message = str(error)
-    except OSError as error:
-        message = f"{error.filename}: {error.strerror}" if error.filename else str(error)
-    except KeyboardInterrupt:
-        print("fastmlp: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader went away (`fastmlp predict ... | head`): stop quietly, and keep
         # Python's final flush of stdout from failing again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as error:
+        message = f"{error.filename}: {error.strerror}" if error.filename else str(error)
+    except KeyboardInterrupt:
+        print("fastmlp: interrupted", file=sys.stderr)
+        return 130
     print(f"fastmlp: error: {message}", file=sys.stderr)
     return 1
 

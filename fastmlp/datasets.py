@@ -140,7 +140,12 @@ def _column_index(target, columns, has_header, name):
         raise DataFileError(f"{name} has {len(columns)} columns; there is no column {target}")
     if target in columns:
         return columns.index(target)
-    listed = ", ".join(columns) if has_header else f"1 to {len(columns)} (the file has no header row)"
+    if not has_header:
+        listed = f"1 to {len(columns)} (the file has no header row)"
+    elif len(columns) <= 20:
+        listed = ", ".join(columns)
+    else:
+        listed = f"{', '.join(columns[:10])}, ..., {', '.join(columns[-5:])} ({len(columns)} columns)"
     raise DataFileError(f"{name} has no column {target!r}; its columns are {listed}")
 
 

@@ -373,6 +373,7 @@ def test_class_names_with_a_regression_loss_are_refused(tmp_path):
     (["train", "d.csv", "--layers", "4,2", "-o", "m", "--validation-split", "1"], "--validation-split"),
     (["train", "d.csv", "--layers", "4,2", "-o", "m", "--lr-schedule", "fast"], "--lr-schedule"),
     (["train", "d.csv", "--layers", "4,2", "-o", "m", "--momentum", "-1"], "--momentum"),
+    (["train", "d.csv", "--layers", "4,2", "-o", "m", "--seed", "-1"], "--seed"),
     (["predict", "m.npz", "d.csv", "--bogus"], "--bogus"),
     (["predict", "m.npz"], "DATA"),
     ([], "COMMAND"),
