@@ -387,13 +387,12 @@ def _read_prediction_data(paths, net):
         return X, y
     columns, has_header = csv_columns(paths[0])
     target = meta.get("target")
-    X = y = None
+    y = None
     if target in columns and len(columns) == n_inputs + 1:
         try:
             X, y, names, _ = load_csv(paths[0], target=target, dtype=np.float64, return_names=True)
         except DataFileError:
-            pass  # an unreadable target column is only skipped: it is not needed to predict
-        if X is None:
+            # Predicting does not need the target: a column that does not parse is skipped.
             X, _, names, _ = load_csv(paths[0], target=None, drop=[target], dtype=np.float64,
                                       return_names=True)
     else:
@@ -418,14 +417,12 @@ def predict(args):
     if meta.get("standardize"):
         X = (X - np.array(meta["standardize"]["mean"])) / np.array(meta["standardize"]["std"])
     P = net.predict(X)
-    indices = None
     target = meta.get("target") or "prediction"
     classes = meta.get("classes")
     if classes is None and (net.loss_name == "cross_entropy"
                             or (net.loss_name == "binary_cross_entropy" and P.shape[1] == 1)):
         classes = list(range(max(P.shape[1], 2)))
-    if classes is not None:
-        indices = _class_indices(net, P)
+    indices = None if classes is None else _class_indices(net, P)
     if args.proba:
         if classes is None:
             raise CLIError(f"--proba needs a classifier; this model predicts values "
@@ -446,17 +443,17 @@ def predict(args):
             _write_rows(stream, header, rows)
     else:
         _write_rows(sys.stdout, header, rows)
+    # Standard output may hold the predictions; the summary then goes to stderr.
     report = sys.stdout if args.output else sys.stderr
     if args.output:
         print(f"predictions: {len(P)} rows -> {args.output}", file=report)
-    if y is not None:
-        if classes is not None:
-            predicted = np.array([str(classes[i]) for i in indices])
-            accuracy = np.mean(predicted == y.astype(str))
-            print(f"accuracy against {target!r} in the data: {accuracy:.2%}", file=report)
-        elif y.dtype.kind != "U":
-            error = np.mean((P.reshape(len(P), -1) - y.reshape(len(y), -1)) ** 2)
-            print(f"mean squared error against {target!r} in the data: {error:.6g}", file=report)
+    if y is not None and classes is not None and y.ndim == 1:
+        predicted = np.array([str(classes[i]) for i in indices])
+        accuracy = np.mean(predicted == y.astype(str))
+        print(f"accuracy against {target!r} in the data: {accuracy:.2%}", file=report)
+    elif y is not None and classes is None and y.dtype.kind != "U" and y.size == P.size:
+        error = np.mean((P.reshape(-1) - y.reshape(-1)) ** 2)
+        print(f"mean squared error against {target!r} in the data: {error:.6g}", file=report)
     return 0
 
 

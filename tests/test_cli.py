@@ -284,6 +284,23 @@ def test_predict_reuses_the_saved_standardisation(trained):
     assert [r[0] for r in rows] == expected
 
 
+def test_predict_with_a_python_model_into_a_pipe_that_closes_early(tmp_path):
+    net = fastmlp.MLP([1, 1], seed=0)
+    net.save(tmp_path / "m.npz")
+    (tmp_path / "x.csv").write_text("".join(f"{i}\n" for i in range(30000)))
+    process = subprocess.Popen([sys.executable, "-m", "fastmlp", "predict", "m.npz", "x.csv"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, PYTHONPATH=ROOT))
+    header = process.stdout.readline()
+    first = float(process.stdout.readline())
+    process.stdout.close()  # like `| head -2`: the output is larger than the pipe's buffer
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=300)
+    assert header == b"prediction\n"  # no target name saved: a generic one
+    assert first == pytest.approx(float(net.predict([[0.0]])[0, 0]))
+    assert process.returncode == 1 and stderr == ""
+
+
 # --------------------------------------------------------------------- info
 def test_info_describes_architecture_parameters_and_history(trained):
     folder, *_ = trained
@@ -473,16 +490,24 @@ def test_progress_bar_as_a_fit_callback_finishes_with_the_total_time():
 def test_train_in_a_terminal_draws_the_bar_on_stderr_unless_quiet(files, quiet):
     master, slave = os.openpty()
     try:
+        # The bar's few hundred bytes fit the terminal's buffer, read once the run is over
+        # (while this process still holds the terminal open, so the buffer stays readable).
         done = run("train", "good.csv", "--layers", "2,2", "--epochs", "3", "-o", "m.npz",
                    *(["--quiet"] if quiet else []), cwd=files, stderr=slave)
+        os.set_blocking(master, False)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            terminal += chunk
     finally:
         os.close(slave)
-    os.set_blocking(master, False)
-    try:
-        terminal = os.read(master, 65536).decode()
-    except (BlockingIOError, OSError):
-        terminal = ""
-    os.close(master)
+        os.close(master)
+    terminal = terminal.decode()
     assert done.returncode == 0
     if quiet:
         assert terminal == "" and done.stdout == ""

@@ -111,8 +111,10 @@ def test_missing_csv_target_names_it_and_the_columns(tmp_path):
         load_csv(headless, target="x")
     with pytest.raises(DataFileError, match="no column 5"):
         load_csv(headless, target=5)
-    wide = write(tmp_path / "w.csv", ",".join(f"c{i}" for i in range(30)) + "\n" + ",".join("1" * 30) + "\n")
-    with pytest.raises(DataFileError, match=r"columns are c0, c1, .*, c9, \.\.\., c25, .*, c29 \(30 columns\)"):
+    wide = write(tmp_path / "w.csv",
+                 ",".join(f"c{i}" for i in range(30)) + "\n" + ",".join("1" * 30) + "\n")
+    with pytest.raises(DataFileError,
+                       match=r"columns are c0, c1, .*, c9, \.\.\., c25, .*, c29 \(30 columns\)"):
         load_csv(wide, target="y")
 
 
