@@ -69,11 +69,13 @@ def load(path):
     from .model import MLP
 
     name = os.fspath(path)
+    with open(name, "rb") as stream:  # a missing file raises FileNotFoundError here
+        head = stream.read(6)
+    if not head.startswith(b"PK"):
+        kind = "a single NumPy array" if head.startswith(b"\x93NUMPY") else "not an .npz archive"
+        raise ModelFileError(f"{name} is not a fastmlp model file ({kind})")
     try:
-        data = np.load(name, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ModelFileError(f"{name} is a single NumPy array, not a fastmlp model file")
-        with data:
+        with np.load(name, allow_pickle=False) as data:
             missing = [key for key in _KEYS if key not in data.files]
             if missing:
                 raise ModelFileError(f"{name} is not a fastmlp model file (missing {', '.join(missing)})")

@@ -134,21 +134,21 @@ def test_load_missing_file_raises_file_not_found(tmp_path):
 def test_load_rejects_a_text_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("layer_sizes: [4, 2]\n")
-    with pytest.raises(ModelFileError, match=r"not a readable fastmlp model file"):
+    with pytest.raises(ModelFileError, match=r"not a fastmlp model file \(not an \.npz archive\)"):
         fastmlp.load(path)
 
 
 def test_load_rejects_an_empty_file(tmp_path):
     path = tmp_path / "empty.npz"
     path.write_bytes(b"")
-    with pytest.raises(ModelFileError, match=r"not a readable fastmlp model file"):
+    with pytest.raises(ModelFileError, match=r"not a fastmlp model file \(not an \.npz archive\)"):
         fastmlp.load(path)
 
 
 def test_load_rejects_a_npy_file(tmp_path):
     path = tmp_path / "params.npy"
     np.save(path, np.arange(5.0))
-    with pytest.raises(ModelFileError, match=r"single NumPy array, not a fastmlp model file"):
+    with pytest.raises(ModelFileError, match=r"not a fastmlp model file \(a single NumPy array\)"):
         fastmlp.load(path)
 
 
