@@ -43,6 +43,8 @@ def accumulate_block(X, W, i, rows, out):
 def product_block(X, W, i, rows, out):
     """out[i:i+rows, m] = X[i:i+rows, k] @ W[k, m] for rows <= TILE_ROWS: accumulate_block
     from zero, the same bits, without first writing the zeros."""
+    # A twin of accumulate_block rather than a flag on it: a runtime flag in the tile
+    # measured about 5% slower on the forward pass.
     k = X.shape[1]
     m = W.shape[1]
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
