@@ -1,5 +1,7 @@
 """Shared fixtures: a seeded generator, dtype parametrisation, tolerances and data makers."""
 
+import gzip
+
 import numba
 import numpy as np
 import pytest
@@ -99,3 +101,12 @@ def assert_unchanged(net, snap):
     assert np.array_equal(net._velocity, snap["velocity"]), "velocity changed"
     assert net._has_velocity == snap["has_velocity"]
     assert net._rng.bit_generator.state == snap["rng"]
+
+
+def write_idx(path, array, magic, compress=False):
+    """An IDX file of unsigned bytes: big-endian magic, dimensions, then the data (gzipped
+    when compress). For the MNIST loader's tests."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + np.asarray(array, np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path

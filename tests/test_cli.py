@@ -3,7 +3,6 @@ on tiny files written here): train, predict, info, bench, demo, their error mess
 exit codes; the progress bar and plot_history."""
 
 import csv
-import gzip
 import io
 import os
 import shutil
@@ -15,6 +14,7 @@ import pytest
 
 import fastmlp
 from fastmlp.progress import ProgressBar
+from conftest import write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
@@ -53,13 +53,6 @@ def write_csv(path, header, rows):
         if header:
             writer.writerow(header)
         writer.writerows(rows)
-    return path
-
-
-def write_idx(path, array, magic, compress=False):
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    data = header + np.asarray(array, np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
     return path
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from fastmlp.datasets import (DataFileError, csv_columns, detect_format, load_csv, load_mnist_idx,
                               load_npz)
+from conftest import write_idx
 
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                      "data", "mnist-t10k")
@@ -16,14 +17,6 @@ MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write(path, text):
     path.write_text(text)
-    return path
-
-
-def write_idx(path, array, magic, compress=False):
-    """An IDX file of unsigned bytes: big-endian magic, dimensions, then the data."""
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    data = header + np.asarray(array, np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
     return path
 
 
