@@ -5,7 +5,6 @@ No numbers are computed here; every loop over data lives in ``fastmlp.kernels``.
 
 import contextlib
 import math
-import numbers
 import time
 
 import numba
@@ -17,7 +16,6 @@ from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
-from .kernels.data import gather_rows
 from .kernels.epoch import train_epoch
 from .kernels.losses import loss_gradient, loss_value
 from .kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
@@ -87,7 +85,6 @@ class _Workspace:
         self.weight_grad = [weight_grad.choose(p) for p in big]
         self.input_grad = [input_grad.choose(p) for p in big]
         self.output_activation = activation_forward.choose(n * sizes[-1] >= PARALLEL_MIN_ELEMENTS)
-        self.gather = gather_rows.choose(n * sizes[0] >= PARALLEL_MIN_ELEMENTS)
 
 
 def _views(buffer, shapes):
