@@ -126,3 +126,25 @@ def one_hot_labels(labels, n_classes, dtype, name="y"):
     onehot = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     onehot[np.arange(labels.shape[0]), labels] = 1
     return onehot
+
+
+def check_sample_weight(sample_weight, n_samples, dtype, allow_zero_total=False, name="sample_weight"):
+    """None, or sample_weight as a finite, non-negative C-contiguous (n_samples,) array of
+    `dtype`; a scalar gives every sample that weight."""
+    if sample_weight is None:
+        return None
+    array = as_numeric_array(sample_weight, name)
+    if array.ndim == 0:
+        array = np.full(n_samples, array, dtype=dtype)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one weight per sample), got shape {array.shape}")
+    if array.shape[0] != n_samples:
+        raise ValueError(f"{name} has {array.shape[0]} weights but X has {n_samples} samples")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    check_finite(array, name)
+    if array.min() < 0:
+        raise ValueError(f"{name} holds negative values (smallest {array.min()}); weights "
+                         f"must be >= 0")
+    if not allow_zero_total and not array.any():
+        raise ValueError(f"{name} is 0 for every sample: there is nothing to train on")
+    return array

@@ -6,6 +6,7 @@ No numbers are computed here; every loop over data lives in ``fastmlp.kernels``.
 import contextlib
 import math
 import time
+import typing
 
 import numba
 import numpy as np
@@ -16,10 +17,10 @@ from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
-from .kernels.epoch import train_epoch
+from .kernels.epoch import ADAM, SGD, dataset_gradient, train_epoch
 from .kernels.losses import loss_gradient, loss_value
 from .kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
-from .kernels.optim import sgd_update
+from .kernels.optim import adam_rate, adam_update, sgd_update
 from .schedules import checked_lr, make_schedule
 
 ACTIVATIONS = {
@@ -30,13 +31,17 @@ ACTIVATIONS = {
     "relu": act.RELU,
     "leaky_relu": act.LEAKY_RELU,
     "softmax": act.SOFTMAX,
+    "exp": act.EXP,
 }
+# Activations for the output layer only.
+OUTPUT_ONLY = ("softmax", "exp")
 LOSSES = {
     "mse": losses.MSE,
     "mae": losses.MAE,
     "rmse": losses.RMSE,
     "cross_entropy": losses.CROSS_ENTROPY,
     "binary_cross_entropy": losses.BINARY_CROSS_ENTROPY,
+    "poisson": losses.POISSON,
 }
 DEFAULT_OUTPUT_ACTIVATION = {
     "mse": "identity",
@@ -44,13 +49,33 @@ DEFAULT_OUTPUT_ACTIVATION = {
     "rmse": "identity",
     "cross_entropy": "softmax",
     "binary_cross_entropy": "sigmoid",
+    "poisson": "exp",
 }
+# Losses computed from the output layer's pre-activation, which fix its activation.
+FUSED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "poisson": "exp"}
+OPTIMIZERS = {"sgd": SGD, "adam": ADAM}
 INITS = ("xavier", "he")
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # predict and loss walk large inputs in chunks of this many rows, so their
 # buffers stay small and cached.
 CHUNK_ROWS = 4096
+
+
+class _Optimiser(typing.NamedTuple):
+    """An optimiser's settings; for Adam, momentum is beta1."""
+    name: str
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    beta2: float
+    epsilon: float
+
+
+# Empty stand-ins for "no sample weights" and "not a CSR matrix", per dtype.
+_NO_WEIGHTS = {dtype: np.empty(0, dtype) for dtype in DTYPES}
+_NO_CSR = {dtype: (np.empty(0, dtype), np.empty(0, np.int64), np.empty(0, np.int64))
+           for dtype in DTYPES}
 
 
 def _canonical_activation(name, where):
@@ -78,6 +103,8 @@ class _Workspace:
         self.output = np.empty((n, sizes[-1]), dtype)
         self.batch_X = np.empty((n, sizes[0]), dtype)
         self.batch_Y = np.empty((n, sizes[-1]), dtype)
+        self.batch_weights = np.empty(n, dtype)
+        self._chunk_grad = None
         self.hidden = _views(self.hidden_buffer, [(n, m) for m in sizes[1:-1]])
         self.deltas = _views(self.delta_buffer, [(n, m) for m in sizes[1:]])
         big = [n * k * m >= PARALLEL_MIN_WORK for k, m in layers]
@@ -85,6 +112,13 @@ class _Workspace:
         self.weight_grad = [weight_grad.choose(p) for p in big]
         self.input_grad = [input_grad.choose(p) for p in big]
         self.output_activation = activation_forward.choose(n * sizes[-1] >= PARALLEL_MIN_ELEMENTS)
+
+
+    def chunk_grad(self, n_params):
+        """A gradient buffer for dataset_gradient, allocated on first use."""
+        if self._chunk_grad is None:
+            self._chunk_grad = np.empty(n_params, self.batch_X.dtype)
+        return self._chunk_grad
 
 
 def _views(buffer, shapes):
@@ -116,8 +150,10 @@ class MLP:
             hidden = tuple(_canonical_activation(a, "activation") for a in activation)
         else:
             hidden = (_canonical_activation(activation, "activation"),) * n_hidden
-        if "softmax" in hidden:
-            raise ValueError("softmax is an output activation only; choose another hidden activation")
+        for name in OUTPUT_ONLY:
+            if name in hidden:
+                raise ValueError(f"{name} is an output activation only; choose another hidden "
+                                 f"activation")
         if not isinstance(loss, str):
             raise TypeError(f"loss must be a string, got {loss!r}")
         if loss not in LOSSES:
@@ -125,16 +161,12 @@ class MLP:
         if output_activation is None:
             output_activation = DEFAULT_OUTPUT_ACTIVATION[loss]
         output_activation = _canonical_activation(output_activation, "output_activation")
-        if loss == "cross_entropy":
-            if output_activation != "softmax":
-                raise ValueError(f"loss='cross_entropy' needs output_activation='softmax', "
-                                 f"got {output_activation!r}")
-            if sizes[-1] < 2:
-                raise ValueError("loss='cross_entropy' needs at least 2 outputs (one per class); "
-                                 "for one output use loss='binary_cross_entropy'")
-        if loss == "binary_cross_entropy" and output_activation != "sigmoid":
-            raise ValueError(f"loss='binary_cross_entropy' needs output_activation='sigmoid', "
+        if loss in FUSED_OUTPUT and output_activation != FUSED_OUTPUT[loss]:
+            raise ValueError(f"loss={loss!r} needs output_activation={FUSED_OUTPUT[loss]!r}, "
                              f"got {output_activation!r}")
+        if loss == "cross_entropy" and sizes[-1] < 2:
+            raise ValueError("loss='cross_entropy' needs at least 2 outputs (one per class); "
+                             "for one output use loss='binary_cross_entropy'")
         try:
             dtype = np.dtype(dtype)
         except TypeError:
@@ -189,7 +221,12 @@ class MLP:
         # Weights first, then biases: weight decay covers exactly params[:n_weights].
         self.params = np.zeros(n_params, dtype=self.dtype)
         self._grad = np.zeros(n_params, dtype=self.dtype)
+        # The optimiser's state: SGD's momentum buffer or Adam's first moment, Adam's
+        # second moment, the steps taken, and which optimiser it belongs to.
         self._velocity = np.zeros(n_params, dtype=self.dtype)
+        self._second_moment = np.zeros(n_params, dtype=self.dtype)
+        self._steps = np.zeros(1, dtype=np.int64)
+        self._state_optimizer = "sgd"
         self._has_velocity = False
         self._n_weights = n_weights
         shapes = layers + [(m,) for m in sizes[1:]]
@@ -200,6 +237,7 @@ class MLP:
         self._transposed = [None] + _views(self._transposed_buffer, [(m, k) for k, m in layers[1:]])
         self._sizes = np.array(sizes, dtype=np.int64)
         self._sgd = sgd_update.choose(n_params >= PARALLEL_MIN_ELEMENTS)
+        self._adam = adam_update.choose(n_params >= PARALLEL_MIN_ELEMENTS)
         self._transpose = [transpose.choose(k * m >= PARALLEL_MIN_ELEMENTS) for k, m in layers]
         self._workspaces = {}
 
@@ -268,12 +306,17 @@ class MLP:
         workspace.output_activation(workspace.logits, self._output_code, output)
         return output
 
-    def _backward(self, X, Y, workspace):
-        """Fill self._grad with the gradient of the mean loss on (X, Y); returns the loss."""
+    def _backward(self, X, Y, workspace, weights=None, weight_total=None, grad_scale=1.0):
+        """Fill self._grad with grad_scale times the gradient of the (weighted) mean loss on
+        (X, Y); returns the loss."""
         P = self._forward(X, workspace)
         last = self.n_layers - 1
+        if weights is None:
+            weights = _NO_WEIGHTS[self.dtype]
+        if weight_total is None:
+            weight_total = float(X.shape[0])
         loss = loss_gradient(workspace.logits, P, Y, self._loss_code, self._output_code,
-                             workspace.deltas[last])
+                             weights, weight_total, grad_scale, workspace.deltas[last])
         for layer in range(last, -1, -1):
             inputs = X if layer == 0 else workspace.hidden[layer - 1]
             delta = workspace.deltas[layer]
@@ -286,12 +329,33 @@ class MLP:
                                             workspace.deltas[layer - 1])
         return loss
 
-    def _sgd_step(self, lr, momentum, weight_decay, nesterov):
-        first = momentum != 0 and not self._has_velocity
-        self._sgd(self._grad, self._n_weights, lr, momentum, weight_decay, nesterov, first,
-                  self.params, self._velocity)
-        if momentum != 0:
-            self._has_velocity = True
+    def _optimizer_step(self, lr, optimizer):
+        """Apply one step of `optimizer` from self._grad."""
+        self._use_state(optimizer)
+        dtype = self.dtype.type
+        if optimizer.name == "adam":
+            rate = adam_rate(lr, optimizer.momentum, optimizer.beta2, int(self._steps[0]) + 1)
+            self._adam(self._grad, self._n_weights, dtype(rate), dtype(optimizer.momentum),
+                       dtype(optimizer.beta2), dtype(optimizer.epsilon),
+                       dtype(optimizer.weight_decay), self.params, self._velocity,
+                       self._second_moment)
+        else:
+            first = optimizer.momentum != 0 and not self._has_velocity
+            self._sgd(self._grad, self._n_weights, dtype(lr), dtype(optimizer.momentum),
+                      dtype(optimizer.weight_decay), optimizer.nesterov, first, self.params,
+                      self._velocity)
+            if optimizer.momentum != 0:
+                self._has_velocity = True
+        self._steps[0] += 1
+
+    def _use_state(self, optimizer):
+        """Start the optimiser state afresh when it belongs to another optimiser."""
+        if self._state_optimizer != optimizer.name:
+            self._velocity[...] = 0
+            self._second_moment[...] = 0
+            self._steps[0] = 0
+            self._has_velocity = False
+            self._state_optimizer = optimizer.name
 
     # ---------------------------------------------------------------- public
     def predict(self, X):
@@ -305,13 +369,17 @@ class MLP:
                 self._forward(X[start:stop], self._workspace(stop - start), result[start:stop])
         return result
 
-    def loss(self, X, y):
-        """The mean cost of the current parameters on (X, y), as a float."""
+    def loss(self, X, y, sample_weight=None):
+        """The mean cost of the current parameters on (X, y), as a float; with sample_weight,
+        the weighted mean."""
         X, Y = self._check_data(X, y)
-        return self._loss(X, Y)
+        weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return self._loss(X, Y, weights)
 
-    def _loss(self, X, Y):
+    def _loss(self, X, Y, weights=None):
         n = X.shape[0]
+        no_weights = _NO_WEIGHTS[self.dtype]
+        total_weight = float(n) if weights is None else float(weights.sum(dtype=np.float64))
         # RMSE is the root of the whole set's MSE, so chunks add up squared errors.
         code = losses.MSE if self._loss_code == losses.RMSE else self._loss_code
         total = 0.0
@@ -320,15 +388,19 @@ class MLP:
                 stop = min(start + CHUNK_ROWS, n)
                 workspace = self._workspace(stop - start)
                 P = self._forward(X[start:stop], workspace)
-                total += loss_value(workspace.logits, P, Y[start:stop], code) * (stop - start)
-        mean = total / n
-        return math.sqrt(mean) if self._loss_code == losses.RMSE else mean
+                chunk_weights = no_weights if weights is None else weights[start:stop]
+                total += loss_value(workspace.logits, P, Y[start:stop], code, chunk_weights,
+                                    total_weight)
+        return math.sqrt(total) if self._loss_code == losses.RMSE else total
 
-    def gradients(self, X, y):
-        """The exact gradient of ``loss(X, y)``: (list of dW, list of db), new arrays."""
+    def gradients(self, X, y, sample_weight=None):
+        """The exact gradient of ``loss(X, y, sample_weight)``: (list of dW, list of db), new arrays."""
         X, Y = self._check_data(X, y)
+        weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        total = float(X.shape[0]) if weights is None else float(weights.sum(dtype=np.float64))
         with self._threads():
-            self._backward(X, Y, _Workspace(self.layer_sizes, X.shape[0], self.dtype))
+            self._backward(X, Y, _Workspace(self.layer_sizes, X.shape[0], self.dtype), weights,
+                           total)
         return ([g.copy() for g in self._weight_grads], [g.copy() for g in self._bias_grads])
 
     def _check_data(self, X, y, name="X", y_name="y"):
@@ -338,13 +410,20 @@ class MLP:
 
     def fit(self, X, y, epochs=10, batch_size=32, lr=0.01, shuffle=True, lr_schedule="constant",
             momentum=0.0, nesterov=False, weight_decay=0.0, validation_data=None, verbose=False,
-            callbacks=None):
-        """Train by mini-batch SGD; returns the history {"loss": [...], "lr": [...], "time": [...]}
-        (and "val_loss" with validation_data), one entry per epoch.
+            callbacks=None, optimizer="sgd", betas=(0.9, 0.999), epsilon=1e-8, sample_weight=None):
+        """Train by mini-batch SGD or Adam; returns the history {"loss": [...], "lr": [...],
+        "time": [...]} (and "val_loss" with validation_data), one entry per epoch.
 
-        Each step is ``w -= lr * grad`` of the batch's mean loss, with PyTorch's SGD
-        semantics for momentum, nesterov and weight_decay (weights only, not biases).
-        Calling fit again continues from the current parameters and momentum.
+        optimizer="sgd": each step is ``w -= lr * grad`` of the batch's mean loss, with
+        PyTorch's SGD semantics for momentum, nesterov and weight_decay (weights only,
+        not biases). optimizer="adam": Adam with betas and epsilon in the form scikit-learn
+        uses (epsilon added to sqrt(v) before the bias correction is folded into the rate);
+        weight_decay is L2 added to the gradient. Calling fit again continues from the current
+        parameters and optimiser state (a change of optimiser starts its state afresh).
+
+        sample_weight: one non-negative weight per sample; each batch's loss is the weighted
+        mean over it, and a batch whose weights sum to 0 makes no step. An epoch's loss is the
+        mean of its batch losses weighted by batch size.
 
         callbacks: callables called after every epoch as ``callback(epoch, metrics)``, with
         epoch counted from 0 in this call and metrics that epoch's {"loss", "lr", "time"
@@ -353,7 +432,8 @@ class MLP:
         """
         epochs = check.check_int(epochs, "epochs", 1)
         batch_size = check.check_int(batch_size, "batch_size", 1)
-        lr, optimiser = self._check_optimiser(lr, momentum, nesterov, weight_decay)
+        lr, optimizer = self._check_optimiser(lr, momentum, nesterov, weight_decay, optimizer,
+                                              betas, epsilon)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         schedule = make_schedule(lr_schedule, lr, epochs)
@@ -365,12 +445,12 @@ class MLP:
             raise TypeError(f"callbacks must be a list of callables (epoch, metrics) -> bool, "
                             f"got {callbacks!r}")
         X, Y = self._check_data(X, y)
+        weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             X_val, Y_val = self._check_data(*validation_data, name="X_val", y_name="y_val")
 
-        dtype = self.dtype.type
         workspace = self._workspace(min(batch_size, X.shape[0]))
         no_order = np.empty(0, dtype=np.int64)
         history = {"loss": [], "lr": [], "time": []}
@@ -385,7 +465,8 @@ class MLP:
                     self._copy_state(epoch_state)
                     began = time.perf_counter()
                     order = self._rng.permutation(X.shape[0]) if shuffle else no_order
-                    loss = self._train_epoch(X, Y, order, workspace, dtype(epoch_lr), *optimiser)
+                    loss, _ = self._run_epoch(X, Y, weights, order, workspace, epoch_lr, optimizer)
+                    loss /= X.shape[0]
                     if not (math.isfinite(loss) and check.all_finite(self.params)):
                         self._restore_state(epoch_state)
                         raise DivergenceError(epoch + 1, epoch_lr)
@@ -425,56 +506,117 @@ class MLP:
                 keep_going = False
         return keep_going
 
-    def _train_epoch(self, X, Y, order, workspace, lr, momentum, weight_decay, nesterov):
-        """One compiled pass of mini-batch SGD; returns the batch-size-weighted mean batch loss."""
-        first_step = momentum != 0 and not self._has_velocity
-        start_threads()
-        total = train_epoch(X, Y, order, workspace.n, self._sizes, self._activation_array,
-                            self._output_code, self._loss_code, self.params, self._grad,
-                            self._velocity, first_step, lr, momentum, weight_decay, nesterov,
-                            workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
-                            workspace.output.reshape(-1), self._transposed_buffer,
-                            workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1))
-        if momentum != 0:
-            self._has_velocity = True
-        return total / X.shape[0]
+    def _run_epoch(self, X, Y, weights, order, workspace, lr, optimizer, csr=None,
+                   grad_scale=1.0, decay_per_weight=False):
+        """One compiled pass of the optimiser over the data, batches of workspace.n rows.
 
-    def step(self, X, y, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        """One SGD step on the batch (X, y), arranged in Python from the same kernels
-        as ``fit``'s compiled loop (and giving the same numbers); returns the batch's loss."""
-        lr, optimiser = self._check_optimiser(lr, momentum, nesterov, weight_decay)
+        X is a checked array, or with `csr` = (data, indices, indptr) of a CSR matrix an empty
+        (0, n_features) array, `order` then listing the rows. Returns (sum of batch loss * rows,
+        sum of batch L2 penalty * rows); see train_batch for grad_scale and decay_per_weight.
+        """
+        self._use_state(optimizer)
+        first_step = optimizer.momentum != 0 and not self._has_velocity
+        if weights is None:
+            weights = _NO_WEIGHTS[self.dtype]
+        data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
+        start_threads()
+        loss, penalty = train_epoch(
+            X, Y, weights, data, indices, indptr, order, workspace.n, self._sizes,
+            self._activation_array, self._output_code, self._loss_code, float(grad_scale),
+            bool(decay_per_weight), OPTIMIZERS[optimizer.name], float(lr),
+            optimizer.momentum, optimizer.beta2, optimizer.epsilon, optimizer.weight_decay,
+            optimizer.nesterov, first_step, self._steps, self.params, self._grad,
+            self._velocity, self._second_moment, workspace.hidden_buffer,
+            workspace.delta_buffer, workspace.logits.reshape(-1), workspace.output.reshape(-1),
+            self._transposed_buffer, workspace.batch_X.reshape(-1),
+            workspace.batch_Y.reshape(-1), workspace.batch_weights)
+        if optimizer.momentum != 0 and self._steps[0] > 0:
+            self._has_velocity = True
+        return loss, penalty
+
+    def _dataset_gradient(self, X, Y, weights, weight_total, csr=None, grad_scale=1.0):
+        """self._grad = grad_scale * the gradient of the weighted loss over all of (X, Y),
+        each weight divided by weight_total (the loss must be a sum over samples, not RMSE);
+        returns the loss. X and csr as in _run_epoch."""
+        n = Y.shape[0]
+        workspace = self._workspace(min(n, CHUNK_ROWS))
+        if weights is None:
+            weights = _NO_WEIGHTS[self.dtype]
+        data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
+        order = np.arange(n) if csr is not None else np.empty(0, dtype=np.int64)
+        start_threads()
+        return dataset_gradient(
+            X, Y, weights, data, indices, indptr, order, float(weight_total), workspace.n,
+            self._sizes, self._activation_array, self._output_code, self._loss_code,
+            float(grad_scale), self.params, self._grad, workspace.chunk_grad(self.n_params),
+            workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
+            workspace.output.reshape(-1), self._transposed_buffer,
+            workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1), workspace.batch_weights)
+
+    def step(self, X, y, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+             optimizer="sgd", betas=(0.9, 0.999), epsilon=1e-8, sample_weight=None):
+        """One step of SGD or Adam on the batch (X, y), arranged in Python from the same
+        kernels as ``fit``'s compiled loop (and giving the same numbers); returns the batch's
+        loss. A batch whose sample weights sum to 0 makes no step."""
+        lr, optimizer = self._check_optimiser(lr, momentum, nesterov, weight_decay, optimizer,
+                                              betas, epsilon)
         X, Y = self._check_data(X, y)
+        weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype,
+                                            allow_zero_total=True)
+        total = float(X.shape[0]) if weights is None else float(weights.sum(dtype=np.float64))
         with self._threads():
-            loss = self._backward(X, Y, self._workspace(X.shape[0]))
-            self._sgd_step(self.dtype.type(lr), *optimiser)
+            loss = self._backward(X, Y, self._workspace(X.shape[0]), weights, total)
+            if total > 0:
+                self._optimizer_step(lr, optimizer)
         return loss
 
-    def _check_optimiser(self, lr, momentum, nesterov, weight_decay):
-        """lr as a float, and (momentum, weight_decay, nesterov) as the kernels take them."""
+    def _check_optimiser(self, lr, momentum, nesterov, weight_decay, optimizer="sgd",
+                         betas=(0.9, 0.999), epsilon=1e-8):
+        """lr as a float, and the optimiser's settings."""
         lr = check.check_real(lr, "lr", 0, exclusive=True)
+        if not isinstance(optimizer, str):
+            raise TypeError(f"optimizer must be a string, got {optimizer!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
         momentum = check.check_real(momentum, "momentum", 0)
         weight_decay = check.check_real(weight_decay, "weight_decay", 0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        dtype = self.dtype.type
-        return lr, (dtype(momentum), dtype(weight_decay), bool(nesterov))
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        beta1 = check.check_real(betas[0], "betas[0]", 0, maximum=1, max_exclusive=True)
+        beta2 = check.check_real(betas[1], "betas[1]", 0, maximum=1, max_exclusive=True)
+        epsilon = check.check_real(epsilon, "epsilon", 0, exclusive=True)
+        if optimizer == "adam":
+            if momentum != 0 or nesterov:
+                raise ValueError("momentum and nesterov are SGD settings; Adam takes betas")
+            return lr, _Optimiser("adam", beta1, False, weight_decay, beta2, epsilon)
+        return lr, _Optimiser("sgd", momentum, bool(nesterov), weight_decay, 0.0, 0.0)
 
     # ------------------------------------------------------ state snapshots
     def _state(self):
         return {"params": self.params.copy(), "velocity": self._velocity.copy(),
+                "second_moment": self._second_moment.copy(), "steps": self._steps.copy(),
+                "state_optimizer": self._state_optimizer,
                 "has_velocity": self._has_velocity, "rng": self._rng.bit_generator.state}
 
     def _copy_state(self, state):
         np.copyto(state["params"], self.params)
         np.copyto(state["velocity"], self._velocity)
+        np.copyto(state["second_moment"], self._second_moment)
+        np.copyto(state["steps"], self._steps)
+        state["state_optimizer"] = self._state_optimizer
         state["has_velocity"] = self._has_velocity
         state["rng"] = self._rng.bit_generator.state
 
     def _restore_state(self, state):
         np.copyto(self.params, state["params"])
         np.copyto(self._velocity, state["velocity"])
+        np.copyto(self._second_moment, state["second_moment"])
+        np.copyto(self._steps, state["steps"])
+        self._state_optimizer = state["state_optimizer"]
         self._has_velocity = state["has_velocity"]
         self._rng.bit_generator.state = state["rng"]
 

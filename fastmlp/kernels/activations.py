@@ -1,7 +1,7 @@
 """Activation functions and their derivatives, applied to blocks of rows.
 
 Derivatives are taken from the activation's *output* ``a``, which is what
-backpropagation keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, and for the
+backpropagation keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, exp' = a, and for the
 ReLU family the sign of ``a`` equals the sign of its input.
 
 Helpers here and in the other kernel modules index rows as ``A[i, j]`` rather
@@ -21,6 +21,7 @@ TANH = 2
 RELU = 3
 LEAKY_RELU = 4
 SOFTMAX = 5
+EXP = 6
 
 LEAKY_RELU_SLOPE = 0.01
 
@@ -58,6 +59,9 @@ def activate_rows(Z, start, stop, activation, out):
                 total += out[i, j]
             for j in range(m):
                 out[i, j] = out[i, j] / total
+        elif activation == EXP:
+            for j in range(m):
+                out[i, j] = exp(Z[i, j])
 
 
 @helper
@@ -90,6 +94,9 @@ def backprop_rows(A, G, start, stop, activation, out):
                 dot += G[i, j] * A[i, j]
             for j in range(m):
                 out[i, j] = A[i, j] * (G[i, j] - dot)
+        elif activation == EXP:
+            for j in range(m):
+                out[i, j] = G[i, j] * A[i, j]
 
 
 @parallel_kernel

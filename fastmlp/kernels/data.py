@@ -40,3 +40,15 @@ def finite_probe(x, out):
                 lanes[lane] += chunk[i + lane] * zero
         for i in range(full, chunk.shape[0]):
             lanes[0] += chunk[i] * zero
+
+
+@parallel_kernel
+def gather_csr_rows(data, indices, indptr, rows, out):
+    """out[r, :] = row rows[r] of the CSR matrix (data, indices, indptr), densified."""
+    zero = out.dtype.type(0)
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        for j in range(out.shape[1]):
+            out[r, j] = zero
+        for p in range(indptr[row], indptr[row + 1]):
+            out[r, indices[p]] += data[p]

@@ -4,24 +4,34 @@ Buffers arrive flat; layer views are carved from them with the layout the model
 uses (all weights in layer order, then all biases), so any depth runs through one
 compiled function. Each kernel's serial or parallel variant is chosen by the same
 size rule as in the model class, hence the same bits.
+
+Optimiser state: `state1` is SGD's momentum buffer or Adam's first moment,
+`state2` Adam's second moment (unused by SGD); for Adam, `momentum` is beta1
+and `step` the 1-based number of the step being taken.
 """
 
 import numpy as np
 
 from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel
 from .activations import IDENTITY, activation_forward
-from .data import gather_rows
-from .losses import loss_gradient
-from .matmul import dense_forward, input_grad, transpose
-from .optim import bias_grad_update, weight_grad_update
+from .data import gather_csr_rows, gather_rows
+from .losses import loss_gradient, squared_norm
+from .matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
+from .optim import adam_rate, bias_grad_adam, bias_grad_update, weight_grad_adam, weight_grad_update
+
+SGD = 0
+ADAM = 1
 
 dense_forward_serial, dense_forward_parallel = dense_forward.serial, dense_forward.parallel
 input_grad_serial, input_grad_parallel = input_grad.serial, input_grad.parallel
+weight_grad_serial, weight_grad_parallel = weight_grad.serial, weight_grad.parallel
 transpose_serial, transpose_parallel = transpose.serial, transpose.parallel
 activation_forward_serial, activation_forward_parallel = activation_forward.serial, activation_forward.parallel
 gather_rows_serial, gather_rows_parallel = gather_rows.serial, gather_rows.parallel
+gather_csr_rows_serial, gather_csr_rows_parallel = gather_csr_rows.serial, gather_csr_rows.parallel
 weight_grad_update_serial = weight_grad_update.serial
 weight_grad_update_parallel = weight_grad_update.parallel
+weight_grad_adam_serial, weight_grad_adam_parallel = weight_grad_adam.serial, weight_grad_adam.parallel
 
 
 @kernel
@@ -34,29 +44,34 @@ def forward_layer(inputs, W, b, activation, out):
 
 
 @kernel
-def update_layer(inputs, delta, lr, momentum, weight_decay, nesterov, first_step,
-                 W, b, W_velocity, b_velocity, W_grad, b_grad):
-    """The SGD step on W and b from the gradients inputs.T @ delta and the column sums of
-    delta (left in W_grad, b_grad); serial or parallel by size."""
-    if inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK:
+def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                 first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
+    """The optimiser's step on W and b from the gradients inputs.T @ delta and the column
+    sums of delta (left in W_grad, b_grad); serial or parallel by size."""
+    parallel = inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK
+    if optimizer == ADAM:
+        if parallel:
+            weight_grad_adam_parallel(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
+                                      W, W_state1, W_state2, W_grad)
+        else:
+            weight_grad_adam_serial(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
+                                    W, W_state1, W_state2, W_grad)
+        bias_grad_adam(delta, lr, momentum, beta2, epsilon, b, b_state1, b_state2, b_grad)
+        return
+    if parallel:
         weight_grad_update_parallel(inputs, delta, lr, momentum, weight_decay, nesterov,
-                                    first_step, W, W_velocity, W_grad)
+                                    first_step, W, W_state1, W_grad)
     else:
         weight_grad_update_serial(inputs, delta, lr, momentum, weight_decay, nesterov,
-                                  first_step, W, W_velocity, W_grad)
-    bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_velocity, b_grad)
+                                  first_step, W, W_state1, W_grad)
+    bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
 
 
 @kernel
-def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad, velocity,
-                first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, logits, output, transposed):
-    """One SGD step on the batch X[rows, sizes[0]], Y[rows, sizes[-1]]; returns its mean loss.
-
-    hidden, deltas, logits, output, transposed: flat workspaces of at least
-    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sizes[-1] (twice) and
-    sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
-    """
+def forward(X, sizes, activations, output_activation, params, hidden, logits, output):
+    """The forward pass on X[rows, sizes[0]]: hidden layers into `hidden`, the last layer's
+    pre-activation into `logits` and its activation into `output` (when not the identity);
+    returns the (rows, sizes[-1]) views (Z, P)."""
     rows = X.shape[0]
     n_layers = sizes.shape[0] - 1
     n_weights = 0
@@ -64,8 +79,6 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
         n_weights += sizes[layer] * sizes[layer + 1]
     n_out = sizes[n_layers]
     Z = logits[:rows * n_out].reshape((rows, n_out))
-
-    # Forward. Layer 0 reads X; the others read the previous hidden layer.
     w_at, b_at, h_at = 0, n_weights, 0
     for layer in range(n_layers):
         k, m = sizes[layer], sizes[layer + 1]
@@ -83,7 +96,6 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
         b_at += m
         if not last:
             h_at += rows * m
-
     P = Z
     if output_activation != IDENTITY:
         P = output[:rows * n_out].reshape((rows, n_out))
@@ -91,81 +103,241 @@ def train_batch(X, Y, sizes, activations, output_activation, loss, params, grad,
             activation_forward_parallel(Z, output_activation, P)
         else:
             activation_forward_serial(Z, output_activation, P)
+    return Z, P
 
-    # Backward, from the last layer down; w_at, b_at, h_at now sit at the ends.
-    d_at = 0
+
+@kernel
+def backward(delta, sizes, activations, hidden, deltas, transposed, params, layer,
+             w_at, h_at, d_at, t_at):
+    """Propagate delta (the gradient at layer `layer`'s pre-activation) one layer down:
+    returns the previous layer's delta, a view of `deltas`. w_at..t_at locate the layer's
+    buffers as train_batch tracks them."""
+    k, m = sizes[layer], sizes[layer + 1]
+    W = params[w_at:w_at + k * m].reshape((k, m))
+    inputs = hidden[h_at:h_at + delta.shape[0] * k].reshape((delta.shape[0], k))
+    # The input gradient reads W through WT, a copy taken before W is updated.
+    WT = transposed[t_at:t_at + k * m].reshape((m, k))
+    if k * m >= PARALLEL_MIN_ELEMENTS:
+        transpose_parallel(W, WT)
+    else:
+        transpose_serial(W, WT)
+    rows = delta.shape[0]
+    previous_delta = deltas[d_at:d_at + rows * k].reshape((rows, k))
+    if rows * k * m >= PARALLEL_MIN_WORK:
+        input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
+    else:
+        input_grad_serial(delta, WT, inputs, activations[layer - 1], previous_delta)
+    return previous_delta
+
+
+@kernel
+def layer_offsets(sizes, rows):
+    """(weights, hidden, deltas, transposed) element counts summed over the layers, for
+    walking the flat buffers from their ends."""
+    n_layers = sizes.shape[0] - 1
+    n_weights, n_hidden, n_deltas, n_transposed = 0, 0, 0, 0
     for layer in range(n_layers):
-        d_at += rows * sizes[layer + 1]
-    t_at = 0
-    for layer in range(1, n_layers):
-        t_at += sizes[layer] * sizes[layer + 1]
+        n_weights += sizes[layer] * sizes[layer + 1]
+        n_deltas += rows * sizes[layer + 1]
+        if layer < n_layers - 1:
+            n_hidden += rows * sizes[layer + 1]
+        if layer >= 1:
+            n_transposed += sizes[layer] * sizes[layer + 1]
+    return n_weights, n_hidden, n_deltas, n_transposed
+
+
+@kernel
+def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad_scale,
+                decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                first_step, step, params, grad, state1, state2,
+                hidden, deltas, logits, output, transposed):
+    """One step of the optimiser on the batch X[rows, sizes[0]], Y[rows, sizes[-1]] with
+    sample weights `weights` (empty: 1 each), on grad_scale times the batch's loss.
+
+    Weight decay is `weight_decay`, or with decay_per_weight `weight_decay` divided by the
+    batch's total weight (scikit-learn's alpha). Returns (loss, L2 penalty, whether a step
+    was taken): a batch of total weight 0 changes nothing. The penalty, weight decay / 2 times
+    the sum of squared weights before the step, is computed with decay_per_weight only.
+
+    hidden, deltas, logits, output, transposed: flat workspaces of at least
+    rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sizes[-1] (twice) and
+    sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
+    """
+    rows = X.shape[0]
+    n_layers = sizes.shape[0] - 1
+    if weights.shape[0] == 0:
+        weight_total = float(rows)
+    else:
+        weight_total = 0.0
+        for i in range(rows):
+            weight_total += np.float64(weights[i])
+        if weight_total == 0.0:
+            return 0.0, 0.0, False
+    n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
+    dtype = params.dtype.type
+    decay = weight_decay / weight_total if decay_per_weight else weight_decay
+    penalty = 0.0
+    if decay_per_weight and weight_decay != 0.0:
+        penalty = 0.5 * decay * squared_norm(params[:n_weights])
+    step_lr = lr
+    if optimizer == ADAM:
+        step_lr = adam_rate(lr, momentum, beta2, step)
+    lr_, momentum_, beta2_ = dtype(step_lr), dtype(momentum), dtype(beta2)
+    epsilon_, decay_ = dtype(epsilon), dtype(decay)
+
+    Z, P = forward(X, sizes, activations, output_activation, params, hidden, logits, output)
+    n_out = sizes[n_layers]
     d_at -= rows * n_out
     delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
-    value = loss_gradient(Z, P, Y, loss, output_activation, delta)
+    value = loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
+
+    # Backward, from the last layer down; the offsets start at the buffers' ends.
+    w_at, b_at = n_weights, params.shape[0]
     for layer in range(n_layers - 1, -1, -1):
         k, m = sizes[layer], sizes[layer + 1]
         w_at -= k * m
         b_at -= m
-        W = params[w_at:w_at + k * m].reshape((k, m))
-        W_velocity = velocity[w_at:w_at + k * m].reshape((k, m))
-        W_grad = grad[w_at:w_at + k * m].reshape((k, m))
-        b, b_velocity, b_grad = params[b_at:b_at + m], velocity[b_at:b_at + m], grad[b_at:b_at + m]
-        if layer == 0:
-            update_layer(X, delta, lr, momentum, weight_decay, nesterov, first_step,
-                         W, b, W_velocity, b_velocity, W_grad, b_grad)
-            break
-        # The input gradient reads W through WT, a copy taken before W is updated.
-        h_at -= rows * k
-        inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
-        t_at -= k * m
-        WT = transposed[t_at:t_at + k * m].reshape((m, k))
-        if k * m >= PARALLEL_MIN_ELEMENTS:
-            transpose_parallel(W, WT)
-        else:
-            transpose_serial(W, WT)
-        d_at -= rows * k
-        previous_delta = deltas[d_at:d_at + rows * k].reshape((rows, k))
-        if rows * k * m >= PARALLEL_MIN_WORK:
-            input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
-        else:
-            input_grad_serial(delta, WT, inputs, activations[layer - 1], previous_delta)
-        update_layer(inputs, delta, lr, momentum, weight_decay, nesterov, first_step,
-                     W, b, W_velocity, b_velocity, W_grad, b_grad)
+        inputs = X
+        previous_delta = delta
+        if layer > 0:
+            h_at -= rows * k
+            t_at -= k * m
+            d_at -= rows * k
+            inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
+            previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
+                                      params, layer, w_at, h_at, d_at, t_at)
+        update_layer(inputs, delta, optimizer, lr_, momentum_, beta2_, epsilon_, decay_, nesterov,
+                     first_step,
+                     params[w_at:w_at + k * m].reshape((k, m)), params[b_at:b_at + m],
+                     state1[w_at:w_at + k * m].reshape((k, m)), state1[b_at:b_at + m],
+                     state2[w_at:w_at + k * m].reshape((k, m)), state2[b_at:b_at + m],
+                     grad[w_at:w_at + k * m].reshape((k, m)), grad[b_at:b_at + m])
         delta = previous_delta
-    return value
+    return value, penalty, True
 
 
 @kernel
-def train_epoch(X, Y, order, batch_size, sizes, activations, output_activation, loss,
-                params, grad, velocity, first_step, lr, momentum, weight_decay, nesterov,
-                hidden, deltas, logits, output, transposed, batch_X, batch_Y):
-    """One epoch of SGD over the rows of X[n, d], Y[n, k] in `order` (in order if `order` is
-    empty), batches of `batch_size`, the last one shorter; returns the sum of batch loss * rows,
-    stopping early with a non-finite value if the loss diverges."""
-    n, d = X.shape
+def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, batch_rows,
+                 batch_X, batch_Y, batch_weights):
+    """The rows batch_rows of X (or of the CSR matrix X_data, X_indices, X_indptr when
+    X_indptr is not empty; X is then an empty (0, d) array), Y and weights, as (rows, d),
+    (rows, k) and (rows,) views of the flat batch buffers."""
+    rows = batch_rows.shape[0]
+    d = X.shape[1]
     k = Y.shape[1]
+    Xb = batch_X[:rows * d].reshape((rows, d))
+    Yb = batch_Y[:rows * k].reshape((rows, k))
+    if X_indptr.shape[0] > 0:
+        if rows * d >= PARALLEL_MIN_ELEMENTS:
+            gather_csr_rows_parallel(X_data, X_indices, X_indptr, batch_rows, Xb)
+        else:
+            gather_csr_rows_serial(X_data, X_indices, X_indptr, batch_rows, Xb)
+    elif rows * d >= PARALLEL_MIN_ELEMENTS:
+        gather_rows_parallel(X, batch_rows, Xb)
+    else:
+        gather_rows_serial(X, batch_rows, Xb)
+    gather_rows_serial(Y, batch_rows, Yb)
+    wb = batch_weights[:0]
+    if weights.shape[0] > 0:
+        wb = batch_weights[:rows]
+        for r in range(rows):
+            wb[r] = weights[batch_rows[r]]
+    return Xb, Yb, wb
+
+
+@kernel
+def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, sizes, activations,
+                output_activation, loss, grad_scale, decay_per_weight, optimizer, lr, momentum,
+                beta2, epsilon, weight_decay, nesterov, first_step, steps, params, grad, state1,
+                state2, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
+                batch_weights):
+    """One epoch of train_batch over the rows of X[n, d] (or the CSR matrix, see
+    gather_batch), Y[n, k] and weights in `order` (in order if `order` is empty; CSR input
+    needs an order), batches of `batch_size`, the last one shorter.
+
+    steps[0] counts the steps taken (Adam's t), updated in place. Returns (sum of batch
+    loss * rows, sum of batch penalty * rows), stopping early with a non-finite loss if
+    training diverges.
+    """
+    n = Y.shape[0]
     total = 0.0
+    penalty_total = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         if order.shape[0] == 0:
-            value = train_batch(X[start:start + rows], Y[start:start + rows], sizes, activations,
-                                output_activation, loss, params, grad, velocity, first_step, lr,
-                                momentum, weight_decay, nesterov, hidden, deltas, logits, output,
-                                transposed)
+            Xb, Yb = X[start:start + rows], Y[start:start + rows]
+            wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
         else:
-            batch_rows = order[start:start + rows]
-            Xb = batch_X[:rows * d].reshape((rows, d))
-            Yb = batch_Y[:rows * k].reshape((rows, k))
-            if rows * d >= PARALLEL_MIN_ELEMENTS:
-                gather_rows_parallel(X, batch_rows, Xb)
-            else:
-                gather_rows_serial(X, batch_rows, Xb)
-            gather_rows_serial(Y, batch_rows, Yb)
-            value = train_batch(Xb, Yb, sizes, activations, output_activation, loss, params, grad,
-                                velocity, first_step, lr, momentum, weight_decay, nesterov, hidden,
-                                deltas, logits, output, transposed)
-        first_step = False
+            Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr,
+                                      order[start:start + rows], batch_X, batch_Y, batch_weights)
+        value, penalty, stepped = train_batch(
+            Xb, Yb, wb, sizes, activations, output_activation, loss, grad_scale,
+            decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+            first_step, steps[0] + 1, params, grad, state1, state2,
+            hidden, deltas, logits, output, transposed)
+        if stepped:
+            first_step = False
+            steps[0] += 1
         total += value * rows
+        penalty_total += penalty * rows
         if not np.isfinite(total):
-            return total
+            return total, penalty_total
+    return total, penalty_total
+
+
+@kernel
+def dataset_gradient(X, Y, weights, X_data, X_indices, X_indptr, order, weight_total, chunk_rows,
+                     sizes, activations, output_activation, loss, grad_scale, params, grad,
+                     chunk_grad, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
+                     batch_weights):
+    """grad = grad_scale * the gradient of the loss over all of X (or the CSR matrix, see
+    gather_batch, whose rows `order` then lists as 0..n-1), Y and weights, each sample's weight divided by weight_total, taken
+    chunk_rows rows at a time; returns the loss (float64). The workspaces hold chunk_rows rows.
+
+    The loss must be a sum over samples (any but RMSE).
+    """
+    n = Y.shape[0]
+    n_layers = sizes.shape[0] - 1
+    for p in range(grad.shape[0]):
+        grad[p] = 0
+    total = 0.0
+    for start in range(0, n, chunk_rows):
+        rows = min(chunk_rows, n - start)
+        if X_indptr.shape[0] == 0:
+            Xb, Yb = X[start:start + rows], Y[start:start + rows]
+            wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
+        else:
+            Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr,
+                                      order[start:start + rows], batch_X, batch_Y,
+                                      batch_weights)
+        n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
+        Z, P = forward(Xb, sizes, activations, output_activation, params, hidden, logits, output)
+        n_out = sizes[n_layers]
+        d_at -= rows * n_out
+        delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
+        total += loss_gradient(Z, P, Yb, loss, output_activation, wb, weight_total, grad_scale,
+                               delta)
+        w_at, b_at = n_weights, params.shape[0]
+        for layer in range(n_layers - 1, -1, -1):
+            k, m = sizes[layer], sizes[layer + 1]
+            w_at -= k * m
+            b_at -= m
+            inputs = Xb
+            previous_delta = delta
+            if layer > 0:
+                h_at -= rows * k
+                t_at -= k * m
+                d_at -= rows * k
+                inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
+                previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
+                                          params, layer, w_at, h_at, d_at, t_at)
+            W_grad = chunk_grad[w_at:w_at + k * m].reshape((k, m))
+            if rows * k * m >= PARALLEL_MIN_WORK:
+                weight_grad_parallel(inputs, delta, W_grad)
+            else:
+                weight_grad_serial(inputs, delta, W_grad)
+            bias_grad(delta, chunk_grad[b_at:b_at + m])
+            delta = previous_delta
+        for p in range(grad.shape[0]):
+            grad[p] += chunk_grad[p]
     return total

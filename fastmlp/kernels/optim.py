@@ -1,9 +1,17 @@
-"""Parameter updates: PyTorch's SGD step (momentum, Nesterov, weight decay; dampening 0).
+"""Parameter updates: PyTorch's SGD step (momentum, Nesterov, weight decay; dampening 0)
+and Adam.
 
 Every update, over the flat buffer or fused into the gradient passes, computes
-each parameter with `plain_step` or `momentum_step`, so a parameter gets the same
-arithmetic wherever it is updated.
+each parameter with `plain_step`, `momentum_step` or `adam_step`, so a parameter
+gets the same arithmetic wherever it is updated.
+
+Adam is the form of Kingma & Ba's section 2 that scikit-learn uses: the caller
+folds both bias corrections into the step's rate, lr_t = lr * sqrt(1 - beta2^t)
+/ (1 - beta1^t), and epsilon is added to sqrt(v) (not to the corrected sqrt(v_hat)
+as in PyTorch). Weight decay is L2 added to the gradient, as in SGD.
 """
+
+import math
 
 from numba import prange
 
@@ -30,6 +38,15 @@ def momentum_step(grad, param, velocity, lr, momentum, weight_decay, nesterov, f
 
 
 @helper
+def adam_step(grad, param, m, v, lr, beta1, beta2, epsilon, weight_decay):
+    """(parameter, first moment, second moment) after one Adam step at the step's rate lr."""
+    d = grad + weight_decay * param
+    m = beta1 * m + (1 - beta1) * d
+    v = beta2 * v + (1 - beta2) * (d * d)
+    return param - lr * m / (math.sqrt(v) + epsilon), m, v
+
+
+@helper
 def sgd_step_flat(grad, lr, momentum, weight_decay, nesterov, first_step, params, velocity):
     """The step on every element of the 1-D arrays params, velocity (velocity unused at momentum 0)."""
     if momentum == 0:
@@ -53,6 +70,23 @@ def sgd_step_rows(G, start, stop, lr, momentum, weight_decay, nesterov, first_st
             for j in range(m):
                 W[r, j], V[r, j] = momentum_step(G[r, j], W[r, j], V[r, j], lr, momentum,
                                                  weight_decay, nesterov, first_step)
+
+
+@helper
+def adam_step_flat(grad, lr, beta1, beta2, epsilon, weight_decay, params, m, v):
+    """The Adam step on every element of the 1-D arrays params, m, v."""
+    for i in range(params.shape[0]):
+        params[i], m[i], v[i] = adam_step(grad[i], params[i], m[i], v[i], lr, beta1, beta2,
+                                          epsilon, weight_decay)
+
+
+@helper
+def adam_step_rows(G, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M, V):
+    """The Adam step on rows start..stop-1 of the 2-D arrays W, M, V from G."""
+    for r in range(start, stop):
+        for j in range(W.shape[1]):
+            W[r, j], M[r, j], V[r, j] = adam_step(G[r, j], W[r, j], M[r, j], V[r, j], lr, beta1,
+                                                  beta2, epsilon, weight_decay)
 
 
 @parallel_kernel
@@ -90,3 +124,46 @@ def bias_grad_update(dZ, lr, momentum, nesterov, first_step, b, velocity, out):
     velocity[m] from it, without weight decay."""
     bias_grad(dZ, out)
     sgd_step_flat(out, lr, momentum, out.dtype.type(0), nesterov, first_step, b, velocity)
+
+
+@parallel_kernel
+def adam_update(grad, n_decayed, lr, beta1, beta2, epsilon, weight_decay, params, m, v):
+    """One Adam step at rate lr on the flat buffers params[p], m[p], v[p] from grad[p];
+    weight decay applies to params[:n_decayed] (the weights) only."""
+    n = params.shape[0]
+    zero = params.dtype.type(0)
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        split = min(max(n_decayed, start), stop)
+        adam_step_flat(grad[start:split], lr, beta1, beta2, epsilon, weight_decay,
+                       params[start:split], m[start:split], v[start:split])
+        adam_step_flat(grad[split:stop], lr, beta1, beta2, epsilon, zero,
+                       params[split:stop], m[split:stop], v[split:stop])
+
+
+@parallel_kernel
+def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out):
+    """out[k, m] = A[n, k].T @ dZ[n, m] (as weight_grad computes it), then the Adam step
+    on W[k, m], m[k, m], v[k, m] from it, TILE_ROWS rows at a time."""
+    AT = A.T
+    k = A.shape[1]
+    for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
+        p = TILE_ROWS * block
+        rows = min(TILE_ROWS, k - p)
+        product_block(AT, dZ, p, rows, out)
+        adam_step_rows(out, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+
+
+@kernel
+def bias_grad_adam(dZ, lr, beta1, beta2, epsilon, b, m, v, out):
+    """out[m] = sum over n of dZ[n, m] (as bias_grad computes it), then the Adam step on
+    b[m], m[m], v[m] from it, without weight decay."""
+    bias_grad(dZ, out)
+    adam_step_flat(out, lr, beta1, beta2, epsilon, out.dtype.type(0), b, m, v)
+
+
+@kernel
+def adam_rate(lr, beta1, beta2, step):
+    """The rate of Adam's step number `step` (from 1), both bias corrections folded in."""
+    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
