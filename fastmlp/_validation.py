@@ -72,8 +72,20 @@ def check_X(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} is empty: it has 0 samples")
     if array.shape[1] != n_features:
         raise ValueError(f"{name} has {array.shape[1]} features, but the network expects {n_features}")
-    array = np.ascontiguousarray(array, dtype=dtype)
+    array = as_kernel_array(array, dtype)
     check_finite(array, name)
+    return array
+
+
+def as_kernel_array(array, dtype):
+    """array as a writable C-contiguous array of `dtype`, copied only if it is not one.
+
+    The kernels are compiled for writable arrays; a read-only one (a memory map, say)
+    would compile every kernel a second time, so it is copied instead (and never written).
+    """
+    array = np.ascontiguousarray(array, dtype=dtype)
+    if not array.flags.writeable:
+        array = array.copy()
     return array
 
 
@@ -103,6 +115,8 @@ def check_targets(y, n_samples, n_outputs, loss, dtype, name="y"):
     if loss == "cross_entropy" and array.min() < 0:
         raise ValueError(f"{name} holds negative values; cross_entropy targets are class "
                          f"probabilities (rows of non-negative values) or integer labels")
+    if loss == "poisson" and array.min() < 0:
+        raise ValueError(f"{name} holds negative values; poisson targets are counts or rates (>= 0)")
     if loss == "binary_cross_entropy" and (array.min() < 0 or array.max() > 1):
         raise ValueError(f"{name} holds values outside [0, 1]; binary_cross_entropy targets "
                          f"are probabilities")
@@ -146,5 +160,5 @@ def check_sample_weight(sample_weight, n_samples, dtype, allow_zero_total=False,
         raise ValueError(f"{name} holds negative values (smallest {array.min()}); weights "
                          f"must be >= 0")
     if not allow_zero_total and not array.any():
-        raise ValueError(f"{name} is 0 for every sample: there is nothing to train on")
+        raise ValueError(f"{name} is zero for every sample: there is nothing to train on")
     return array

@@ -357,10 +357,35 @@ class MLP:
             self._has_velocity = False
             self._state_optimizer = optimizer.name
 
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self):
+        # Workspaces and kernel choices are rebuilt on load; only the model travels.
+        config = {"layer_sizes": self.layer_sizes, "activation": list(self.activations),
+                  "output_activation": self.output_activation, "loss": self.loss_name,
+                  "dtype": self.dtype.name, "init": self.init, "seed": self.seed,
+                  "n_threads": self.n_threads}
+        state = self._state()
+        state["rng"] = self._rng.bit_generator.state
+        return {"config": config, "state": state, "metadata": self.metadata}
+
+    def __setstate__(self, pickled):
+        config = dict(pickled["config"])
+        n_threads = config.pop("n_threads")
+        self.__init__(**config)
+        # A model pickled in a process with more Numba threads than this one keeps
+        # its setting only where it still fits.
+        if n_threads is not None and n_threads <= numba.config.NUMBA_NUM_THREADS:
+            self.n_threads = n_threads
+        self._restore_state(pickled["state"])
+        self.metadata = pickled["metadata"]
+
     # ---------------------------------------------------------------- public
     def predict(self, X):
         """The network's output for X, after the output activation: (n_samples, n_outputs)."""
-        X = check.check_X(X, self.layer_sizes[0], self.dtype)
+        return self._predict(check.check_X(X, self.layer_sizes[0], self.dtype))
+
+    def _predict(self, X):
+        """predict on a checked X."""
         n = X.shape[0]
         result = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
         with self._threads():
