@@ -46,7 +46,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -312,19 +312,24 @@ class _BaseMLP(BaseEstimator):
         net = self._net
         workspace = net._workspace(batch_size)
         ordered = np.empty(0, dtype=np.int64) if csr is None else sample_idx
+        optimiser = optimiser_rate = None
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
-                    order = np.ascontiguousarray(sample_idx, dtype=np.int64)
+                    # sklearn.utils.shuffle's draw, without its per-call argument checks.
+                    permutation = np.arange(n_samples)
+                    self._random_state.shuffle(permutation)
+                    sample_idx = sample_idx[permutation]
+                    order = sample_idx
                 else:
                     order = ordered
+                if optimiser is None or self._learning_rate != optimiser_rate:
+                    optimiser, optimiser_rate = self._optimiser(), self._learning_rate
                 with net._threads():
                     loss_sum, penalty_sum = net._run_epoch(
                         X_train, Y_train, weights_train, order, workspace, self._learning_rate,
-                        self._optimiser(), csr=csr, grad_scale=self._grad_scale,
-                        decay_per_weight=True)
+                        optimiser, csr=csr, grad_scale=self._grad_scale, decay_per_weight=True)
                 self.n_iter_ += 1
                 self.loss_ = (self._value_scale * loss_sum + penalty_sum) / n_samples
                 if not np.isfinite(self.loss_):
