@@ -11,8 +11,9 @@ import reference as ref
 # Activation names -> kernel codes, written out here (not read from fastmlp) so a
 # renumbering in the library is caught.
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
-                    "softmax": 5}
-LOSS_CODES = {"mse": 0, "mae": 1, "rmse": 2, "cross_entropy": 3, "binary_cross_entropy": 4}
+                    "softmax": 5, "exp": 6}
+LOSS_CODES = {"mse": 0, "mae": 1, "rmse": 2, "cross_entropy": 3, "binary_cross_entropy": 4,
+              "poisson": 5}
 
 # Tolerances of a kernel result (computed in `dtype`) against the float64 reference.
 TOLERANCES = {
@@ -61,13 +62,16 @@ def readonly():
 
 def targets_for(loss, n, k, rng, labels=False, dtype=np.float64):
     """Targets suited to `loss`: real values for regression, integer labels (labels=True)
-    or probability rows for cross-entropy, values in [0, 1] for binary cross-entropy."""
+    or probability rows for cross-entropy, values in [0, 1] for binary cross-entropy,
+    counts (zeros included) for Poisson."""
     if loss == "cross_entropy":
         if labels:
             return rng.integers(0, k, n)
         return ref.softmax(rng.normal(size=(n, k))).astype(dtype)
     if loss == "binary_cross_entropy":
         return rng.uniform(0, 1, (n, k)).astype(dtype)
+    if loss == "poisson":
+        return rng.poisson(1.5, (n, k)).astype(dtype)
     return rng.normal(size=(n, k)).astype(dtype)
 
 
@@ -91,14 +95,21 @@ def restore_threads():
 
 
 def snapshot(net):
-    """Copies of everything a failed call must leave unchanged."""
+    """Copies of everything a failed call must leave unchanged: the parameters, the
+    optimiser state (SGD's velocity or Adam's moments, the step count, whose state it
+    is) and the generator."""
     return {"params": net.params.copy(), "velocity": net._velocity.copy(),
-            "has_velocity": net._has_velocity, "rng": net._rng.bit_generator.state}
+            "second_moment": net._second_moment.copy(), "steps": net._steps.copy(),
+            "state_optimizer": net._state_optimizer, "has_velocity": net._has_velocity,
+            "rng": net._rng.bit_generator.state}
 
 
 def assert_unchanged(net, snap):
     assert np.array_equal(net.params, snap["params"]), "params changed"
     assert np.array_equal(net._velocity, snap["velocity"]), "velocity changed"
+    assert np.array_equal(net._second_moment, snap["second_moment"]), "second moment changed"
+    assert np.array_equal(net._steps, snap["steps"]), "step count changed"
+    assert net._state_optimizer == snap["state_optimizer"], "optimiser state changed hands"
     assert net._has_velocity == snap["has_velocity"]
     assert net._rng.bit_generator.state == snap["rng"]
 

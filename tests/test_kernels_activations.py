@@ -185,3 +185,28 @@ def test_activation_kernels_accept_read_only_inputs_and_leave_them_unchanged(rng
         np.testing.assert_allclose(out, ref.activation_backward(name, A, dA), rtol=1e-12, atol=1e-15)
         assert np.array_equal(A, originals[0]) and np.array_equal(dA, originals[1])
     assert np.array_equal(Z, Z_before)
+
+
+# ------------------------------------------------------------------------- exp
+def test_exp_activation_matches_numpy_over_the_dtype_range(dtype, rng):
+    # The output activation of the Poisson loss: exp over (almost) the whole finite range.
+    top = 85.0 if dtype == np.float32 else 700.0
+    Z = np.concatenate([[0.0, 1.0, -1.0, top, -top], rng.uniform(-top, top, 40)])
+    Z = Z.astype(dtype)[None]
+    for variant in (activation_forward.serial, activation_forward.parallel):
+        out = np.empty_like(Z)
+        variant(Z, ACTIVATION_CODES["exp"], out)
+        assert np.isfinite(out).all() and (out > 0).all()
+        np.testing.assert_allclose(out, np.exp(Z.astype(np.float64)),
+                                   rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert out[0, 0] == 1
+
+
+def test_exp_backward_is_the_gradient_times_the_output(dtype, rng):
+    # exp' = exp, taken from the output A: dZ = dA * A, one rounding.
+    A = np.exp(rng.normal(size=(6, 5))).astype(dtype)
+    dA = rng.normal(size=(6, 5)).astype(dtype)
+    out = np.empty_like(A)
+    activation_backward.serial(A, dA, ACTIVATION_CODES["exp"], out)
+    assert out.dtype == dtype
+    assert np.array_equal(out, dA * A)

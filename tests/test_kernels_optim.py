@@ -1,5 +1,8 @@
 """fastmlp.kernels.optim: sgd_update (PyTorch SGD over the flat parameter buffer, in place),
-and weight_grad_update / bias_grad_update (the gradient passes with the same step fused in)."""
+weight_grad_update / bias_grad_update (the gradient passes with the same step fused in), and
+their Adam twins adam_rate, adam_update, weight_grad_adam and bias_grad_adam."""
+
+import math
 
 import numpy as np
 import pytest
@@ -7,7 +10,8 @@ import pytest
 import reference as ref
 from fastmlp.kernels import optim
 from fastmlp.kernels.matmul import bias_grad, weight_grad
-from fastmlp.kernels.optim import bias_grad_update, sgd_update, weight_grad_update
+from fastmlp.kernels.optim import (adam_rate, adam_update, bias_grad_adam, bias_grad_update,
+                                   sgd_update, weight_grad_adam, weight_grad_update)
 
 # (n, n_decayed): 1 element, odd sizes, all / none decayed, and the weights/biases
 # boundary inside, before and after the parallel chunk boundary (CHUNK = 4096).
@@ -170,3 +174,192 @@ def test_weight_grad_update_matches_reference_step(rng):
     weight_grad_update.serial(A, dZ, 0.1, 0.9, 0.01, True, True, W, velocity, np.empty((k, m)))
     np.testing.assert_allclose(W, expected, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(velocity, buf, rtol=1e-13, atol=1e-14)
+
+
+# ------------------------------------------------------------------------ Adam
+# (lr, beta1, beta2, epsilon, weight_decay)
+ADAM_SETTINGS = [(1e-3, 0.9, 0.999, 1e-8, 0.0), (0.01, 0.9, 0.999, 1e-8, 0.01),
+                 (0.05, 0.5, 0.9, 1e-4, 0.0), (0.02, 0.0, 0.0, 0.1, 0.1)]
+ADAM_IDS = ["default", "decay", "short-memory-big-eps", "no-memory"]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 10, 1000])
+@pytest.mark.parametrize("setting", ADAM_SETTINGS, ids=ADAM_IDS)
+def test_adam_rate_folds_both_bias_corrections_into_the_rate(setting, step):
+    lr, beta1, beta2, _, _ = setting
+    expected = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+    # (beta ** step may be taken by repeated multiplication: a few roundings per step bit)
+    assert adam_rate(lr, beta1, beta2, step) == pytest.approx(expected, rel=1e-13, abs=0)
+
+
+def adam_call(kernel, grad, n_decayed, step, setting, params, m, v, dtype):
+    """One in-place Adam step number `step`, its rate from adam_rate, every scalar of `dtype`."""
+    lr, beta1, beta2, epsilon, weight_decay = setting
+    s = np.dtype(dtype).type
+    kernel(grad, n_decayed, s(adam_rate(lr, beta1, beta2, step)), s(beta1), s(beta2), s(epsilon),
+           s(weight_decay), params, m, v)
+
+
+def expected_adam(params, grad, m, v, n_decayed, step, setting):
+    """The reference step on the decayed (weights) and undecayed (biases) parts."""
+    lr, beta1, beta2, epsilon, weight_decay = setting
+    p64, g64, m64, v64 = (a.astype(np.float64) for a in (params, grad, m, v))
+    new = [np.empty_like(p64) for _ in range(3)]
+    for part, decay in ((slice(0, n_decayed), weight_decay), (slice(n_decayed, None), 0.0)):
+        result = ref.adam_update(p64[part], g64[part], m64[part], v64[part], step, lr, beta1,
+                                 beta2, epsilon, decay)
+        for array, value in zip(new, result):
+            array[part] = value
+    return new
+
+
+@pytest.mark.parametrize("setting", ADAM_SETTINGS, ids=ADAM_IDS)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_adam_update_matches_reference_over_three_steps(size, setting, dtype, rng, assert_close):
+    n, n_decayed = size
+    params = rng.normal(size=n).astype(dtype)
+    m, v = np.zeros(n, dtype), np.zeros(n, dtype)
+    for step in (1, 2, 3):
+        grad = rng.normal(size=n).astype(dtype)
+        exp_p, exp_m, exp_v = expected_adam(params, grad, m, v, n_decayed, step, setting)
+        adam_call(adam_update.serial, grad, n_decayed, step, setting, params, m, v, dtype)
+        assert_close(params, exp_p, dtype, scale=8)
+        assert_close(m, exp_m, dtype, scale=4)
+        assert_close(v, exp_v, dtype, scale=4)
+
+
+@pytest.mark.parametrize("setting", ADAM_SETTINGS, ids=ADAM_IDS)
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_adam_update_parallel_equals_serial_bitwise(size, setting, dtype, rng):
+    n, n_decayed = size
+    params = rng.normal(size=n).astype(dtype)
+    serial = [params.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+    parallel = [params.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+    for step in (1, 2):
+        grad = rng.normal(size=n).astype(dtype)
+        adam_call(adam_update.serial, grad, n_decayed, step, setting, *serial, dtype)
+        adam_call(adam_update.parallel, grad, n_decayed, step, setting, *parallel, dtype)
+        for a, b in zip(parallel, serial):
+            assert a.dtype == dtype
+            assert np.array_equal(a, b)
+
+
+def test_adam_first_step_moves_every_parameter_by_about_lr(rng):
+    # Bias-corrected, the first step is lr * g / (|g| + eps / sqrt(1 - beta2)): a signed lr.
+    grad = rng.normal(size=100)
+    params = np.zeros(100)
+    m, v = np.zeros(100), np.zeros(100)
+    adam_update.serial(grad, 0, adam_rate(0.01, 0.9, 0.999, 1), 0.9, 0.999, 1e-8, 0.0, params, m, v)
+    np.testing.assert_allclose(params, -0.01 * grad / (np.abs(grad) + 1e-8 / math.sqrt(0.001)),
+                               rtol=1e-13)
+    np.testing.assert_allclose(np.abs(params)[np.abs(grad) > 0.1], 0.01, rtol=1e-5)
+
+
+def test_adam_update_decays_weights_only_and_puts_epsilon_outside_the_root(rng):
+    # A zero gradient isolates the decay: weights feel d = wd * p, biases nothing at all.
+    before = rng.normal(size=10)
+    params, m, v = before.copy(), np.zeros(10), np.zeros(10)
+    rate = adam_rate(0.1, 0.9, 0.999, 1)
+    adam_update.serial(np.zeros(10), 6, rate, 0.9, 0.999, 0.5, 0.1, params, m, v)
+    assert np.array_equal(params[6:], before[6:]) and not m[6:].any() and not v[6:].any()
+    d = 0.1 * before[:6]
+    m1, v1 = 0.1 * d, 0.001 * d * d
+    # scikit-learn's form: epsilon added to sqrt(v), not to the bias-corrected sqrt(v_hat).
+    np.testing.assert_allclose(params[:6], before[:6] - rate * m1 / (np.sqrt(v1) + 0.5),
+                               rtol=1e-14)
+    torch_form = before[:6] - 0.1 * (m1 / 0.1) / (np.sqrt(v1 / 0.001) + 0.5)
+    assert not np.allclose(params[:6], torch_form, rtol=1e-6)
+
+
+def test_adam_update_accepts_a_read_only_gradient_and_leaves_it_unchanged(rng, readonly):
+    n, n_decayed = 4500, 4200
+    grad = readonly(rng.normal(size=n))
+    before = grad.copy()
+    params, m, v = rng.normal(size=n), rng.normal(size=n), rng.uniform(0, 1, n)
+    setting = (0.01, 0.9, 0.999, 1e-8, 0.01)
+    expected = expected_adam(params, grad, m, v, n_decayed, 4, setting)
+    adam_call(adam_update.serial, grad, n_decayed, 4, setting, params, m, v, np.float64)
+    for got, want in zip((params, m, v), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+    assert np.array_equal(grad, before)
+
+
+def test_reference_adam_matches_scikit_learn_adam_optimizer(rng):
+    # Checks the reference itself against scikit-learn's (private) optimiser, when present.
+    stochastic = pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
+    params = [rng.normal(size=(4, 3)), rng.normal(size=3)]
+    optimizer = stochastic.AdamOptimizer([p.copy() for p in params], learning_rate_init=0.01,
+                                         beta_1=0.8, beta_2=0.99, epsilon=1e-6)
+    theirs = [p.copy() for p in params]
+    optimizer.params = theirs
+    ours = [(p.copy(), np.zeros_like(p), np.zeros_like(p)) for p in params]
+    for step in (1, 2, 3):
+        grads = [rng.normal(size=p.shape) for p in params]
+        optimizer.update_params(theirs, grads)
+        ours = [ref.adam_update(p, g, m, v, step, 0.01, 0.8, 0.99, 1e-6)
+                for (p, m, v), g in zip(ours, grads)]
+        for (p, _, _), q in zip(ours, theirs):
+            np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-15)
+
+
+# ------------------------------------------------- fused gradient + Adam passes
+@pytest.mark.parametrize("setting", ADAM_SETTINGS, ids=ADAM_IDS)
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=FUSED_IDS)
+def test_weight_grad_adam_equals_weight_grad_then_adam_update_bitwise(shape, setting, dtype, rng):
+    n, k, m = shape
+    s = np.dtype(dtype).type
+    lr, beta1, beta2, epsilon, weight_decay = setting
+    rate = s(adam_rate(lr, beta1, beta2, 3))
+    A = rng.normal(size=(n, k)).astype(dtype)
+    dZ = rng.normal(size=(n, m)).astype(dtype)
+    W0 = rng.normal(size=(k, m)).astype(dtype)
+    m0 = rng.normal(scale=0.1, size=(k, m)).astype(dtype)
+    v0 = rng.uniform(0, 0.01, (k, m)).astype(dtype)
+    grad = np.empty((k, m), dtype)
+    weight_grad.serial(A, dZ, grad)
+    W_flat, m_flat, v_flat = W0.copy().reshape(-1), m0.copy().reshape(-1), v0.copy().reshape(-1)
+    adam_update.serial(grad.reshape(-1), k * m, rate, s(beta1), s(beta2), s(epsilon),
+                       s(weight_decay), W_flat, m_flat, v_flat)
+    for variant in (weight_grad_adam.serial, weight_grad_adam.parallel):
+        W, m1, v1, out = W0.copy(), m0.copy(), v0.copy(), np.empty((k, m), dtype)
+        variant(A, dZ, rate, s(beta1), s(beta2), s(epsilon), s(weight_decay), W, m1, v1, out)
+        assert np.array_equal(out, grad)
+        assert np.array_equal(W.reshape(-1), W_flat)
+        assert np.array_equal(m1.reshape(-1), m_flat)
+        assert np.array_equal(v1.reshape(-1), v_flat)
+
+
+@pytest.mark.parametrize("setting", ADAM_SETTINGS, ids=ADAM_IDS)
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=FUSED_IDS)
+def test_bias_grad_adam_equals_bias_grad_then_undecayed_adam_update_bitwise(shape, setting, dtype,
+                                                                            rng):
+    n, _, m = shape
+    s = np.dtype(dtype).type
+    lr, beta1, beta2, epsilon, weight_decay = setting
+    rate = s(adam_rate(lr, beta1, beta2, 2))
+    dZ = rng.normal(size=(n, m)).astype(dtype)
+    b0 = rng.normal(size=m).astype(dtype)
+    m0, v0 = rng.normal(scale=0.1, size=m).astype(dtype), rng.uniform(0, 0.01, m).astype(dtype)
+    grad = np.empty(m, dtype)
+    bias_grad(dZ, grad)
+    b_flat, m_flat, v_flat = b0.copy(), m0.copy(), v0.copy()
+    # n_decayed = 0: biases never decay, whatever weight_decay is.
+    adam_update.serial(grad, 0, rate, s(beta1), s(beta2), s(epsilon), s(weight_decay),
+                       b_flat, m_flat, v_flat)
+    b, m1, v1, out = b0.copy(), m0.copy(), v0.copy(), np.empty(m, dtype)
+    bias_grad_adam(dZ, rate, s(beta1), s(beta2), s(epsilon), b, m1, v1, out)
+    assert np.array_equal(out, grad)
+    assert np.array_equal(b, b_flat)
+    assert np.array_equal(m1, m_flat)
+    assert np.array_equal(v1, v_flat)
+
+
+def test_weight_grad_adam_matches_reference_step(rng):
+    n, k, m = 9, 6, 5
+    A, dZ = rng.normal(size=(n, k)), rng.normal(size=(n, m))
+    W, m1, v1 = rng.normal(size=(k, m)), rng.normal(size=(k, m)), rng.uniform(0, 1, (k, m))
+    expected = ref.adam_update(W, A.T @ dZ, m1, v1, 5, 0.01, 0.9, 0.99, 1e-7, 0.02)
+    weight_grad_adam.serial(A, dZ, adam_rate(0.01, 0.9, 0.99, 5), 0.9, 0.99, 1e-7, 0.02, W, m1,
+                            v1, np.empty((k, m)))
+    for got, want in zip((W, m1, v1), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
