@@ -588,7 +588,10 @@ class MLP:
         X, Y = self._check_data(X, y)
         weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype,
                                             allow_zero_total=True)
-        total = float(X.shape[0]) if weights is None else float(weights.sum(dtype=np.float64))
+        # A running sum, in float64, as train_batch totals a batch's weights (NumPy's
+        # pairwise sum can differ in the last bit, and then so would every gradient).
+        total = (float(X.shape[0]) if weights is None
+                 else float(np.cumsum(weights, dtype=np.float64)[-1]))
         with self._threads():
             loss = self._backward(X, Y, self._workspace(X.shape[0]), weights, total)
             if total > 0:
