@@ -21,13 +21,20 @@ def good_data(loss="mse"):
         return X, rng.integers(0, K, N)
     if loss == "binary_cross_entropy":
         return X, rng.uniform(0, 1, (N, K))
+    if loss == "poisson":
+        return X, rng.poisson(1.0, (N, K)).astype(float)
     return X, rng.normal(size=(N, K))
 
 
-def trained_net(loss="mse", dtype="float64"):
-    """A net after one epoch with momentum, so params, velocity and rng are all non-trivial."""
+def trained_net(loss="mse", dtype="float64", optimizer="sgd"):
+    """A net after one epoch with momentum (or Adam), so params, the optimiser state and
+    rng are all non-trivial."""
     net = MLP([D, 5, K], activation="tanh", loss=loss, dtype=dtype, seed=0)
-    net.fit(*good_data(loss), epochs=1, batch_size=3, lr=0.01, momentum=0.9)
+    if optimizer == "adam":
+        net.fit(*good_data(loss), epochs=1, batch_size=3, lr=0.01, optimizer="adam")
+        assert net._second_moment.any() and net._steps[0] == 3
+    else:
+        net.fit(*good_data(loss), epochs=1, batch_size=3, lr=0.01, momentum=0.9)
     assert net._has_velocity and net._velocity.any()
     return net
 
@@ -96,6 +103,8 @@ DATA_CASES = [
      ValueError, r"outside \[0, 1\]", False),
     ("bce_target_below_zero", "binary_cross_entropy",
      lambda X, y: (X, with_value(y, (0, 0), -0.5)), ValueError, r"outside \[0, 1\]", False),
+    ("poisson_negative_count", "poisson", lambda X, y: (X, with_value(y, (2, 1), -1.0)),
+     ValueError, r"y holds negative values; poisson targets are counts", False),
 ]
 
 METHODS = {
@@ -224,6 +233,122 @@ def test_bad_step_arguments_raise_and_change_nothing(kwargs, error, match):
     assert_unchanged(net, before)
 
 
+# ------------------------------------------------- optimiser and sample weights
+# (id, keyword arguments, exception, message pattern); for fit and step alike
+OPTIMIZER_CASES = [
+    ("optimizer_unknown", dict(optimizer="rmsprop"), ValueError,
+     r"unknown optimizer 'rmsprop'; expected one of \['adam', 'sgd'\]"),
+    ("optimizer_upper_case", dict(optimizer="Adam"), ValueError, r"unknown optimizer 'Adam'"),
+    ("optimizer_not_string", dict(optimizer=None), TypeError, r"optimizer must be a string"),
+    ("betas_not_pair", dict(optimizer="adam", betas=(0.9,)), TypeError,
+     r"betas must be a pair \(beta1, beta2\)"),
+    ("betas_triple", dict(optimizer="adam", betas=(0.9, 0.99, 0.999)), TypeError,
+     r"betas must be a pair"),
+    ("betas_scalar", dict(optimizer="adam", betas=0.9), TypeError, r"betas must be a pair"),
+    ("betas_string", dict(optimizer="adam", betas="ab"), TypeError, r"betas must be a pair"),
+    ("beta1_one", dict(optimizer="adam", betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be < 1"),
+    ("beta1_negative", dict(optimizer="adam", betas=(-0.1, 0.999)), ValueError,
+     r"betas\[0\] must be >= 0"),
+    ("beta2_above_one", dict(optimizer="adam", betas=(0.9, 1.5)), ValueError,
+     r"betas\[1\] must be < 1"),
+    ("beta2_nan", dict(optimizer="adam", betas=(0.9, float("nan"))), ValueError,
+     r"betas\[1\] must be finite"),
+    ("beta1_string", dict(optimizer="adam", betas=("0.9", 0.999)), TypeError,
+     r"betas\[0\] must be a real number"),
+    ("epsilon_zero", dict(optimizer="adam", epsilon=0.0), ValueError, r"epsilon must be > 0"),
+    ("epsilon_negative", dict(optimizer="adam", epsilon=-1e-8), ValueError, r"epsilon must be > 0"),
+    ("epsilon_inf", dict(optimizer="adam", epsilon=float("inf")), ValueError,
+     r"epsilon must be finite"),
+    ("epsilon_string", dict(optimizer="adam", epsilon="1e-8"), TypeError,
+     r"epsilon must be a real number"),
+    ("adam_with_momentum", dict(optimizer="adam", momentum=0.9), ValueError,
+     r"momentum and nesterov are SGD settings; Adam takes betas"),
+    ("adam_with_nesterov", dict(optimizer="adam", momentum=0.9, nesterov=True), ValueError,
+     r"momentum and nesterov are SGD settings"),
+    # betas and epsilon are checked whichever optimiser is chosen
+    ("sgd_with_bad_betas", dict(betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be < 1"),
+]
+
+SAMPLE_WEIGHT_CASES = [
+    ("weights_2d", np.ones((N, 1)), ValueError,
+     r"sample_weight must be 1-D \(one weight per sample\), got shape \(8, 1\)"),
+    ("weights_short", np.ones(N - 3), ValueError, r"sample_weight has 5 weights but X has 8 samples"),
+    ("weights_long", np.ones(N + 1), ValueError, r"sample_weight has 9 weights but X has 8"),
+    ("weights_nan", with_value(np.ones(N), 3, np.nan), ValueError,
+     r"sample_weight contains 1 NaN"),
+    ("weights_inf", with_value(np.ones(N), 0, np.inf), ValueError, r"sample_weight contains infinite"),
+    ("weights_negative", with_value(np.ones(N), 5, -0.5), ValueError,
+     r"sample_weight holds negative values \(smallest -0\.5\); weights must be >= 0"),
+    ("weights_negative_scalar", -1.0, ValueError, r"sample_weight holds negative values"),
+    ("weights_strings", np.array(["1"] * N), TypeError, r"sample_weight must hold numbers"),
+    ("weights_complex", np.ones(N) * 1j, TypeError, r"sample_weight is complex"),
+    ("weights_sparse", scipy.sparse.csr_matrix(np.ones((1, N))), TypeError,
+     r"sample_weight is a sparse matrix"),
+    ("weights_ragged", [[1.0, 2.0], [1.0]], TypeError, r"sample_weight cannot be read"),
+]
+# All-zero weights leave nothing to fit or average over; step takes them (no step).
+ZERO_WEIGHT_CASES = [("weights_all_zero", np.zeros(N), ValueError,
+                      r"sample_weight is (0|zero) for every sample"),
+                     ("weights_zero_scalar", 0, ValueError, r"sample_weight is (0|zero) for every")]
+
+WEIGHT_METHODS = {
+    "fit": lambda net, X, y, w: net.fit(X, y, epochs=2, batch_size=3, lr=0.01, optimizer="adam",
+                                        sample_weight=w),
+    "step": lambda net, X, y, w: net.step(X, y, lr=0.01, optimizer="adam", sample_weight=w),
+    "loss": lambda net, X, y, w: net.loss(X, y, sample_weight=w),
+    "gradients": lambda net, X, y, w: net.gradients(X, y, sample_weight=w),
+}
+WEIGHT_CALLS = ([pytest.param(case[1:], method, id=f"{case[0]}-{method}")
+                 for case in SAMPLE_WEIGHT_CASES for method in WEIGHT_METHODS]
+                + [pytest.param(case[1:], method, id=f"{case[0]}-{method}")
+                   for case in ZERO_WEIGHT_CASES for method in WEIGHT_METHODS if method != "step"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"], ids=["after-sgd", "after-adam"])
+@pytest.mark.parametrize("name,kwargs,error,match", OPTIMIZER_CASES,
+                         ids=[c[0] for c in OPTIMIZER_CASES])
+def test_bad_optimizer_arguments_raise_and_change_nothing(name, kwargs, error, match, optimizer):
+    net = trained_net(optimizer=optimizer)
+    before = snapshot(net)
+    X, y = good_data()
+    with pytest.raises(error, match=match):
+        net.fit(X, y, epochs=2, batch_size=3, lr=0.01, **kwargs)
+    assert_unchanged(net, before)
+    with pytest.raises(error, match=match):
+        net.step(X, y, lr=0.01, **kwargs)
+    assert_unchanged(net, before)
+
+
+@pytest.mark.parametrize("case,method", WEIGHT_CALLS)
+def test_bad_sample_weight_raises_and_changes_nothing(case, method):
+    weights, error, match = case
+    net = trained_net(optimizer="adam")
+    before = snapshot(net)
+    X, y = good_data()
+    with pytest.raises(error, match=match):
+        WEIGHT_METHODS[method](net, X, y, weights)
+    assert_unchanged(net, before)
+
+
+def test_all_zero_weights_in_step_take_no_step():
+    net = trained_net(optimizer="adam")
+    before = snapshot(net)
+    X, y = good_data()
+    assert net.step(X, y, lr=0.01, optimizer="adam", sample_weight=np.zeros(N)) == 0.0
+    assert_unchanged(net, before)
+
+
+def test_sample_weight_failing_after_optimizer_switch_keeps_the_old_state():
+    # fit checks everything before it touches the state: a bad sample_weight with a new
+    # optimiser leaves the SGD momentum in place.
+    net = trained_net()
+    before = snapshot(net)
+    with pytest.raises(ValueError, match="sample_weight"):
+        net.fit(*good_data(), optimizer="adam", sample_weight=-np.ones(N))
+    assert_unchanged(net, before)
+    assert net._state_optimizer == "sgd" and net._velocity.any()
+
+
 # ---------------------------------------------------------------- constructor
 CONSTRUCTOR_CASES = [
     ("one_size", dict(layer_sizes=[4]), ValueError, r"at least two sizes"),
@@ -249,6 +374,9 @@ CONSTRUCTOR_CASES = [
      r"needs at least 2 outputs"),
     ("bce_without_sigmoid", dict(loss="binary_cross_entropy", output_activation="identity"),
      ValueError, r"needs output_activation='sigmoid'"),
+    ("poisson_without_exp", dict(loss="poisson", output_activation="softmax"), ValueError,
+     r"loss='poisson' needs output_activation='exp'"),
+    ("exp_hidden", dict(activation="exp"), ValueError, r"exp is an output activation only"),
     ("dtype_float16", dict(dtype="float16"), ValueError, r"dtype must be 'float32' or 'float64'"),
     ("dtype_int", dict(dtype=np.int32), ValueError, r"dtype must be 'float32' or 'float64'"),
     ("dtype_nonsense", dict(dtype="nonsense"), TypeError, r"dtype must be 'float32' or 'float64'"),

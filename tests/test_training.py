@@ -1,5 +1,6 @@
-"""MLP.fit: SGD steps against the NumPy reference and torch.optim.SGD, reproducibility,
-thread-count independence, history, validation, schedules and input conversion."""
+"""MLP.fit: SGD and Adam steps against the NumPy reference and torch.optim.SGD, fit against
+step, sample weights, CSR input, optimiser switches, reproducibility, thread-count
+independence, history, validation, schedules and input conversion."""
 
 import math
 import os
@@ -11,9 +12,10 @@ import textwrap
 import numba
 import numpy as np
 import pytest
+import scipy.sparse
 
 import reference as ref
-from conftest import targets_for
+from conftest import assert_unchanged, snapshot, targets_for
 import fastmlp
 from fastmlp import MLP
 from fastmlp.datasets import make_shapes
@@ -226,14 +228,18 @@ def test_seeded_run_reproduces_bitwise_in_a_new_process(tmp_path):
     assert np.array_equal(np.load(out), here.params)
 
 
-def train_shapes(dtype):
+def train_shapes(dtype, optimizer="sgd"):
     X, y = make_shapes(300, seed=1, dtype=dtype)
     net = MLP([400, 100, 40, 2], loss="cross_entropy", dtype=dtype, seed=3)
-    net.fit(X, y, epochs=2, batch_size=64, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    if optimizer == "adam":
+        net.fit(X, y, epochs=2, batch_size=64, lr=1e-3, optimizer="adam", weight_decay=1e-4)
+    else:
+        net.fit(X, y, epochs=2, batch_size=64, lr=0.05, momentum=0.9, weight_decay=1e-4)
     return net
 
 
-def test_training_does_not_depend_on_thread_count(dtype, restore_threads):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_does_not_depend_on_thread_count(optimizer, dtype, restore_threads):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba runs with one thread only")
     from fastmlp._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK
@@ -241,11 +247,12 @@ def test_training_does_not_depend_on_thread_count(dtype, restore_threads):
     # through a 400-100 layer, and 44222 parameters, are above the size thresholds.
     assert 64 * 400 * 100 >= PARALLEL_MIN_WORK and 44222 >= PARALLEL_MIN_ELEMENTS
     numba.set_num_threads(1)
-    one = train_shapes(dtype)
+    one = train_shapes(dtype, optimizer)
     numba.set_num_threads(2)
-    two = train_shapes(dtype)
+    two = train_shapes(dtype, optimizer)
     assert np.array_equal(one.params, two.params)
     assert np.array_equal(one._velocity, two._velocity)
+    assert np.array_equal(one._second_moment, two._second_moment)
 
 
 def test_n_threads_argument_gives_identical_results_and_restores_thread_count(restore_threads):
@@ -534,3 +541,325 @@ def test_a_callback_that_raises_leaves_the_model_as_before_fit():
     with pytest.raises(RuntimeError, match="logging failed"):
         net.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=3, momentum=0.9, callbacks=[broken])
     assert np.array_equal(net.params, before) and not net._has_velocity
+
+
+# ------------------------------------------------------------------------ Adam
+ADAM_LOSSES = [("mse", "identity", False), ("mae", "identity", False), ("rmse", "identity", False),
+               ("cross_entropy", "softmax", True), ("binary_cross_entropy", "sigmoid", False),
+               ("poisson", "exp", False), ("mse", "exp", False)]
+ADAM_LOSS_IDS = ["mse", "mae", "rmse", "cross_entropy", "bce", "poisson", "mse-exp"]
+# fit keyword arguments for Adam
+ADAMS = [dict(), dict(weight_decay=0.01), dict(betas=(0.5, 0.9), epsilon=1e-3)]
+ADAM_IDS = ["default", "weight_decay", "betas-epsilon"]
+
+
+def adam_problem(loss, out, labels, n=23, seed=5, scale=0.5):
+    rng = np.random.default_rng(seed)
+    net = MLP(SIZES, activation=HIDDEN, output_activation=out, loss=loss, dtype="float64", seed=3)
+    net.params[...] = rng.normal(scale=scale, size=net.n_params)
+    X = rng.normal(size=(n, SIZES[0]))
+    y = targets_for(loss, n, SIZES[-1], rng, labels)
+    Y = ref.one_hot(y, SIZES[-1]) if labels else y
+    return net, X, y, Y
+
+
+@pytest.mark.parametrize("adam", ADAMS, ids=ADAM_IDS)
+@pytest.mark.parametrize("loss,out,labels", ADAM_LOSSES, ids=ADAM_LOSS_IDS)
+def test_epochs_match_reference_adam(loss, out, labels, adam):
+    net, X, y, Y = adam_problem(loss, out, labels)
+    start = net.params.copy()
+    batch_size, lr = 5, 0.01  # 4 full batches and a last one of 3 rows
+    betas, epsilon = adam.get("betas", (0.9, 0.999)), adam.get("epsilon", 1e-8)
+    layers, state, ref_losses = layers_of(net), None, []
+    for _ in range(2):  # the second epoch checks that the moments and step count carry over
+        layers, state, value = ref.adam_epoch(layers, X, Y, HIDDEN, out, loss, batch_size, lr,
+                                              betas, epsilon, adam.get("weight_decay", 0.0),
+                                              state)
+        ref_losses.append(value)
+    history = net.fit(X, y, epochs=2, batch_size=batch_size, lr=lr, shuffle=False,
+                      optimizer="adam", **adam)
+    np.testing.assert_allclose(net.params, flat_layers(layers), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(history["loss"], ref_losses, rtol=1e-10, atol=1e-12)
+    assert net._steps[0] == state[0] == 10 and net._state_optimizer == "adam"
+    m = np.concatenate([mW.ravel() for mW, _ in state[1]] + [mb for _, mb in state[1]])
+    v = np.concatenate([vW.ravel() for vW, _ in state[2]] + [vb for _, vb in state[2]])
+    np.testing.assert_allclose(net._velocity, m, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(net._second_moment, v, rtol=1e-9, atol=1e-14)
+    assert np.abs(net.params - start).max() > 1e-3  # training moved the parameters
+
+
+@pytest.mark.parametrize("sizes,n", [([6, 7, 5, 3], 9), ([400, 100, 40, 2], 64)],
+                         ids=["small", "parallel-kernels"])
+def test_adam_step_gives_the_same_numbers_as_fit(sizes, n, dtype):
+    # step applies Adam over the flat buffers; fit's compiled loop fuses it into the
+    # gradient passes. Documented to give the same numbers.
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(n, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    a = MLP(sizes, loss="cross_entropy", dtype=dtype, seed=0)
+    b = MLP(sizes, loss="cross_entropy", dtype=dtype, seed=0)
+    settings = dict(lr=0.01, optimizer="adam", betas=(0.8, 0.99), epsilon=1e-6, weight_decay=1e-3)
+    losses = [a.step(X, y, **settings) for _ in range(3)]
+    history = b.fit(X, y, epochs=3, batch_size=n, shuffle=False, **settings)
+    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(a._velocity, b._velocity)
+    assert np.array_equal(a._second_moment, b._second_moment)
+    assert a._steps[0] == b._steps[0] == 3
+    assert a._state_optimizer == b._state_optimizer == "adam"
+    assert losses == history["loss"]
+
+
+def test_adam_fit_with_several_batches_equals_steps_on_the_batches(dtype):
+    X, y = regression_data(n=17)
+    a, b = regression_net(seed=1, dtype=dtype), regression_net(seed=1, dtype=dtype)
+    a.fit(X, y, epochs=2, batch_size=5, lr=0.01, shuffle=False, optimizer="adam")
+    for _ in range(2):
+        for start in range(0, 17, 5):
+            b.step(X[start:start + 5], y[start:start + 5], lr=0.01, optimizer="adam")
+    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(a._second_moment, b._second_moment)
+    assert a._steps[0] == b._steps[0] == 8
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
+def test_adam_fit_twice_continues_like_one_longer_fit(shuffle):
+    X, y = regression_data()
+    once = regression_net(seed=2)
+    once.fit(X, y, epochs=2, batch_size=7, lr=0.01, optimizer="adam", shuffle=shuffle)
+    twice = regression_net(seed=2)
+    twice.fit(X, y, epochs=1, batch_size=7, lr=0.01, optimizer="adam", shuffle=shuffle)
+    twice.fit(X, y, epochs=1, batch_size=7, lr=0.01, optimizer="adam", shuffle=shuffle)
+    assert np.array_equal(once.params, twice.params)
+    assert np.array_equal(once._second_moment, twice._second_moment)
+    assert once._steps[0] == twice._steps[0] == 10
+
+
+def test_switching_optimizer_starts_its_state_afresh():
+    X, y = regression_data()
+    # SGD with momentum, then Adam: Adam starts from zero moments at step 1 ...
+    net = regression_net(seed=3)
+    net.fit(X, y, epochs=1, batch_size=7, lr=0.05, momentum=0.9, shuffle=False)
+    assert net._state_optimizer == "sgd" and net._velocity.any() and net._steps[0] == 5
+    fresh = regression_net(seed=3)
+    fresh.params[...] = net.params
+    net.fit(X, y, epochs=1, batch_size=7, lr=0.01, optimizer="adam", shuffle=False)
+    fresh.fit(X, y, epochs=1, batch_size=7, lr=0.01, optimizer="adam", shuffle=False)
+    assert np.array_equal(net.params, fresh.params)
+    assert np.array_equal(net._velocity, fresh._velocity)
+    assert np.array_equal(net._second_moment, fresh._second_moment)
+    assert net._steps[0] == 5 and net._state_optimizer == "adam"
+    # ... and SGD after Adam starts a new momentum buffer, with no second moment left.
+    fresh = regression_net(seed=3)
+    fresh.params[...] = net.params
+    net.fit(X, y, epochs=1, batch_size=7, lr=0.05, momentum=0.9, shuffle=False)
+    fresh.fit(X, y, epochs=1, batch_size=7, lr=0.05, momentum=0.9, shuffle=False)
+    assert np.array_equal(net.params, fresh.params)
+    assert np.array_equal(net._velocity, fresh._velocity)
+    assert not net._second_moment.any()
+    assert net._steps[0] == 5 and net._state_optimizer == "sgd"
+
+
+def test_switching_optimizer_in_step_starts_its_state_afresh():
+    X, y = regression_data(n=9)
+    net, fresh = regression_net(seed=4), regression_net(seed=4)
+    net.step(X, y, lr=0.01, optimizer="adam")
+    net.step(X, y, lr=0.01, optimizer="adam")
+    fresh.params[...] = net.params
+    net.step(X, y, lr=0.05, momentum=0.9)
+    fresh.step(X, y, lr=0.05, momentum=0.9)
+    assert np.array_equal(net.params, fresh.params)
+    assert np.array_equal(net._velocity, fresh._velocity)
+    assert not net._second_moment.any() and net._steps[0] == 1
+
+
+# -------------------------------------------------------------- sample weights
+def weighted_problem(dtype, n=23, seed=6):
+    """(X, labels, weights); the weights, some 0, have a float64 sum that depends on the
+    order of summation (NumPy's pairwise sum differs from a running sum), so a path that
+    totals them differently from fit's compiled loop shows."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6)).astype(dtype)
+    y = rng.integers(0, 3, n)
+    for weight_seed in range(100):
+        weights = np.random.default_rng(weight_seed).uniform(0, 2, n)
+        weights[::6] = 0
+        if n < 8 or weights.sum() != np.cumsum(weights)[-1]:
+            return X, y, weights
+    raise AssertionError("no weights with an order-dependent sum")
+
+
+def weighted_net(dtype, seed=0):
+    return MLP([6, 7, 3], activation="tanh", loss="cross_entropy", dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("optimizer", [dict(momentum=0.9, weight_decay=1e-3),
+                                       dict(optimizer="adam", weight_decay=1e-3)],
+                         ids=["sgd", "adam"])
+@pytest.mark.parametrize("batch_size", [5, 23], ids=["batches", "one-batch"])
+def test_fit_with_sample_weight_equals_weighted_steps_bitwise(batch_size, optimizer, dtype):
+    X, y, weights = weighted_problem(dtype)
+    a, b = weighted_net(dtype), weighted_net(dtype)
+    history = a.fit(X, y, epochs=2, batch_size=batch_size, lr=0.05, shuffle=False,
+                    sample_weight=weights, **optimizer)
+    losses = []
+    for _ in range(2):
+        epoch = 0.0
+        for start in range(0, 23, batch_size):
+            rows = slice(start, start + batch_size)
+            epoch += b.step(X[rows], y[rows], lr=0.05, sample_weight=weights[rows],
+                            **optimizer) * len(X[rows])
+        losses.append(epoch / 23)
+    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(a._velocity, b._velocity)
+    assert np.array_equal(a._second_moment, b._second_moment)
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("adam", ADAMS, ids=ADAM_IDS)
+@pytest.mark.parametrize("loss,out,labels", ADAM_LOSSES, ids=ADAM_LOSS_IDS)
+def test_weighted_epochs_match_reference_adam(loss, out, labels, adam):
+    net, X, y, Y = adam_problem(loss, out, labels, seed=9)
+    weights = np.random.default_rng(1).uniform(0, 3, len(X))
+    weights[[0, 7, 8]] = 0
+    betas, epsilon = adam.get("betas", (0.9, 0.999)), adam.get("epsilon", 1e-8)
+    layers, state, _ = ref.adam_epoch(layers_of(net), X, Y, HIDDEN, out, loss, 5, 0.01, betas,
+                                      epsilon, adam.get("weight_decay", 0.0), weights=weights)
+    net.fit(X, y, epochs=1, batch_size=5, lr=0.01, shuffle=False, optimizer="adam",
+            sample_weight=weights, **adam)
+    np.testing.assert_allclose(net.params, flat_layers(layers), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("optimizer", [dict(lr=0.05), dict(lr=0.01, optimizer="adam")],
+                         ids=["sgd", "adam"])
+def test_integer_sample_weights_equal_repeated_rows(optimizer, dtype):
+    # In one full batch, weight 3 is three copies of the row and weight 0 none.
+    X, y, _ = weighted_problem(dtype, n=11)
+    counts = np.array([1, 3, 0, 2, 1, 1, 4, 0, 1, 2, 1])
+    copies = np.repeat(np.arange(11), counts)
+    a, b = weighted_net(dtype, seed=2), weighted_net(dtype, seed=2)
+    la = a.fit(X, y, epochs=3, batch_size=11, shuffle=False, sample_weight=counts, **optimizer)
+    lb = b.fit(X[copies], y[copies], epochs=3, batch_size=len(copies), shuffle=False, **optimizer)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert not np.array_equal(a.params, weighted_net(dtype, seed=2).params)
+    np.testing.assert_allclose(a.params, b.params, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(la["loss"], lb["loss"], rtol=rtol)
+    assert a.loss(X, y, sample_weight=counts) == pytest.approx(b.loss(X[copies], y[copies]),
+                                                               rel=rtol)
+
+
+@pytest.mark.parametrize("optimizer", [dict(lr=0.05, momentum=0.9), dict(lr=0.01, optimizer="adam")],
+                         ids=["sgd", "adam"])
+def test_a_batch_of_zero_weights_changes_nothing(optimizer, dtype):
+    X, y, weights = weighted_problem(dtype, n=15)
+    net = weighted_net(dtype)
+    net.fit(X, y, epochs=1, batch_size=5, shuffle=False, sample_weight=weights, **optimizer)
+    before = snapshot(net)
+    assert net.step(X[:5], y[:5], sample_weight=np.zeros(5), **optimizer) == 0.0
+    assert_unchanged(net, before)
+    # In fit, a batch of zero weights takes no step (nor counts as one): training is that
+    # of the data without the batch.
+    zeroed = weights.copy()
+    zeroed[5:10] = 0
+    keep = np.r_[0:5, 10:15]
+    a, b = weighted_net(dtype, seed=1), weighted_net(dtype, seed=1)
+    a.fit(X, y, epochs=2, batch_size=5, shuffle=False, sample_weight=zeroed, **optimizer)
+    b.fit(X[keep], y[keep], epochs=2, batch_size=5, shuffle=False, sample_weight=weights[keep],
+          **optimizer)
+    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(a._velocity, b._velocity)
+    assert np.array_equal(a._second_moment, b._second_moment)
+    assert a._steps[0] == b._steps[0] == 4
+
+
+def test_unit_sample_weights_equal_no_weights_bitwise(dtype):
+    X, y, _ = weighted_problem(dtype)
+    a, b = weighted_net(dtype), weighted_net(dtype)
+    ha = a.fit(X, y, epochs=2, batch_size=5, lr=0.01, optimizer="adam", sample_weight=np.ones(23))
+    hb = b.fit(X, y, epochs=2, batch_size=5, lr=0.01, optimizer="adam")
+    assert np.array_equal(a.params, b.params) and ha["loss"] == hb["loss"]
+    c = weighted_net(dtype)
+    c.fit(X, y, epochs=2, batch_size=5, lr=0.01, optimizer="adam", sample_weight=1.0)
+    assert np.array_equal(c.params, b.params)
+
+
+def test_loss_with_sample_weight_is_the_weighted_mean_of_sample_losses():
+    X, y, weights = weighted_problem(np.float64, n=9)
+    net = weighted_net(np.float64)
+    per_sample = np.array([net.loss(X[i:i + 1], y[i:i + 1]) for i in range(9)])
+    expected = (weights * per_sample).sum() / weights.sum()
+    assert net.loss(X, y, sample_weight=weights) == pytest.approx(expected, rel=1e-13)
+
+
+# ------------------------------------------------------------------ CSR input
+def csr_arguments(X):
+    matrix = scipy.sparse.csr_matrix(X)
+    return (np.empty((0, X.shape[1]), X.dtype),
+            (matrix.data, matrix.indices.astype(np.int64), matrix.indptr.astype(np.int64)))
+
+
+@pytest.mark.parametrize("optimizer", [("sgd", dict(momentum=0.9, nesterov=True, weight_decay=1e-3)),
+                                       ("adam", dict(weight_decay=1e-3))], ids=["sgd", "adam"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("sizes,n,batch_size", [([6, 7, 3], 23, 5), ([300, 100, 3], 70, 64)],
+                         ids=["small", "parallel-kernels"])
+def test_training_on_csr_input_equals_dense_training_bitwise(sizes, n, batch_size, weighted,
+                                                             optimizer, dtype):
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(n, sizes[0]))
+    X[rng.uniform(size=X.shape) < 0.7] = 0
+    X = X.astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    weights = rng.uniform(0, 2, n).astype(dtype) if weighted else None
+    dense, sparse = (MLP(sizes, loss="cross_entropy", dtype=dtype, seed=0) for _ in range(2))
+    name, settings = optimizer
+    settings = dict(dict(momentum=0.0, nesterov=False), **settings)
+    lr, opt = dense._check_optimiser(0.05 if name == "sgd" else 0.01, optimizer=name, **settings)
+    X_checked, Y = dense._check_data(X, y)
+    X_empty, csr = csr_arguments(X_checked)
+    for epoch in range(2):
+        order = rng.permutation(n)
+        for net, X_in, matrix in ((dense, X_checked, None), (sparse, X_empty, csr)):
+            result = net._run_epoch(X_in, Y, weights, order, net._workspace(batch_size), lr, opt,
+                                    csr=matrix)
+            if matrix is None:
+                expected = result
+        assert result == expected
+        assert np.array_equal(sparse.params, dense.params)
+        assert np.array_equal(sparse._velocity, dense._velocity)
+        assert np.array_equal(sparse._second_moment, dense._second_moment)
+        assert sparse._steps[0] == dense._steps[0]
+    assert not np.array_equal(dense.params, MLP(sizes, loss="cross_entropy", dtype=dtype,
+                                                seed=0).params)
+
+
+def test_run_epoch_in_order_equals_fit_without_shuffle():
+    # fit is _run_epoch per epoch: with the identity order, CSR input trains as fit does.
+    X, y = regression_data(n=19)
+    X[np.abs(X) < 0.7] = 0
+    a, b = regression_net(seed=8), regression_net(seed=8)
+    history = a.fit(X, y, epochs=1, batch_size=4, lr=0.01, optimizer="adam", shuffle=False)
+    lr, opt = b._check_optimiser(0.01, 0.0, False, 0.0, "adam")
+    X_checked, Y = b._check_data(X, y)
+    X_empty, csr = csr_arguments(X_checked)
+    loss, penalty = b._run_epoch(X_empty, Y, None, np.arange(19), b._workspace(4), lr, opt, csr=csr)
+    assert np.array_equal(a.params, b.params)
+    assert loss / 19 == history["loss"][0]  # the sum of batch loss * rows
+    assert penalty == 0.0  # an L2 penalty is reported with decay_per_weight only
+
+
+# --------------------------------------------------------------------- poisson
+@pytest.mark.parametrize("optimizer", [dict(lr=0.01, momentum=0.9), dict(lr=0.01, optimizer="adam")],
+                         ids=["sgd", "adam"])
+def test_poisson_fit_decreases_the_loss(optimizer, dtype):
+    rng = np.random.default_rng(21)
+    X = rng.uniform(-1, 1, (200, 3)).astype(dtype)
+    rate = np.exp(0.8 * X[:, :1] - 0.5 * X[:, 1:2] + 0.3)
+    y = rng.poisson(rate).astype(dtype)
+    net = MLP([3, 8, 1], activation="tanh", loss="poisson", dtype=dtype, seed=0)
+    before = net.loss(X, y)
+    history = net.fit(X, y, epochs=30, batch_size=16, **optimizer)
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert net.loss(X, y) < 0.8 * before
+    assert (net.predict(X) > 0).all()
+    # The fitted means follow the true rates.
+    assert np.corrcoef(net.predict(X)[:, 0], rate[:, 0])[0, 1] > 0.9
