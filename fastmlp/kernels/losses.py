@@ -16,8 +16,9 @@ P*sum(Y) - Y, P - Y and P - Y, so large logits stay finite and exact.
 
 import numpy as np
 
-from .._jit import kernel
-from .activations import backprop_rows
+from .._jit import helper, kernel
+from .activations import IDENTITY, backprop_rows
+from .functions import exp
 
 MSE = 0
 MAE = 1
@@ -27,70 +28,97 @@ BINARY_CROSS_ENTROPY = 4
 POISSON = 5
 
 
-@kernel
+@helper
 def softplus(z):
     """log(1 + exp(z)) without overflow."""
     return max(z, type(z)(0)) + np.log1p(np.exp(-abs(z)))
 
 
-@kernel
+@helper
 def xlogx(y):
     """y log y, 0 at y = 0."""
     return y * np.log(y) if y > 0.0 else 0.0
 
 
-@kernel
-def sample_loss(Z, P, Y, i, loss):
-    """The loss of sample i (float64): the mean over its k elements, or the sum over
-    classes for cross-entropy."""
-    k = P.shape[1]
-    total = 0.0
-    if loss == MSE or loss == RMSE:
-        for j in range(k):
-            d = np.float64(P[i, j]) - np.float64(Y[i, j])
-            total += d * d
-    elif loss == MAE:
-        for j in range(k):
-            total += abs(np.float64(P[i, j]) - np.float64(Y[i, j]))
-    elif loss == CROSS_ENTROPY:
-        largest = np.float64(Z[i, 0])
-        for j in range(1, k):
-            largest = max(largest, np.float64(Z[i, j]))
-        exp_sum = 0.0
-        y_sum = 0.0
-        y_dot_z = 0.0
-        for j in range(k):
-            exp_sum += np.exp(np.float64(Z[i, j]) - largest)
-            y_sum += np.float64(Y[i, j])
-            y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
-        return (largest + np.log(exp_sum)) * y_sum - y_dot_z
-    elif loss == BINARY_CROSS_ENTROPY:
-        for j in range(k):
-            z = np.float64(Z[i, j])
-            total += softplus(z) - np.float64(Y[i, j]) * z
-    elif loss == POISSON:
-        # The Poisson deviance's half, y log(y / p) - y + p with log p = z: 0 at p = y.
-        for j in range(k):
-            z = np.float64(Z[i, j])
-            y = np.float64(Y[i, j])
-            total += xlogx(y) - y * z - y + np.exp(z)
-    return total / k
+@helper
+def sample_weight(weights, i):
+    """The weight of sample i: weights[i], or 1 when weights is empty."""
+    return 1.0 if weights.shape[0] == 0 else np.float64(weights[i])
+
+
+@helper
+def row_scale(weights, i, factor, dtype):
+    """factor * weights[i] (factor when weights is empty) in the gradient's dtype."""
+    return dtype(factor) if weights.shape[0] == 0 else dtype(factor * np.float64(weights[i]))
 
 
 @kernel
 def loss_value(Z, P, Y, loss, weights, weight_total):
-    """sum over i of weights[i] * (loss of sample i) / weight_total, as a float64 (RMSE: its root)."""
-    n = P.shape[0]
+    """sum over i of weights[i] * (loss of sample i) / weight_total, as a float64 (RMSE: its
+    root). A sample's loss is the mean over its k elements, or the sum over classes for
+    cross-entropy; samples of weight 0 are skipped, whatever their loss.
+
+    One loop per loss, each with the row arithmetic written in line: a per-row call into a
+    function with several branches kept reference-count round trips that cost more than
+    the row.
+    """
+    n, k = P.shape
     if weight_total == 0.0:
         return 0.0
     total = 0.0
-    if weights.shape[0] == 0:
+    if loss == MSE or loss == RMSE:
         for i in range(n):
-            total += sample_loss(Z, P, Y, i, loss)
-    else:
+            w = sample_weight(weights, i)
+            if w != 0.0:
+                row = 0.0
+                for j in range(k):
+                    d = np.float64(P[i, j]) - np.float64(Y[i, j])
+                    row += d * d
+                total += w * (row / k)
+    elif loss == MAE:
         for i in range(n):
-            if weights[i] != 0:
-                total += np.float64(weights[i]) * sample_loss(Z, P, Y, i, loss)
+            w = sample_weight(weights, i)
+            if w != 0.0:
+                row = 0.0
+                for j in range(k):
+                    row += abs(np.float64(P[i, j]) - np.float64(Y[i, j]))
+                total += w * (row / k)
+    elif loss == CROSS_ENTROPY:
+        for i in range(n):
+            w = sample_weight(weights, i)
+            if w != 0.0:
+                largest = Z[i, 0]
+                for j in range(1, k):
+                    largest = max(largest, Z[i, j])
+                exp_sum = 0.0
+                y_sum = 0.0
+                y_dot_z = 0.0
+                for j in range(k):
+                    # In Z's dtype: float32's exp vectorises (1.3 ulp), float64's is libm's.
+                    exp_sum += np.float64(exp(Z[i, j] - largest))
+                    y_sum += np.float64(Y[i, j])
+                    y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
+                total += w * ((np.float64(largest) + np.log(exp_sum)) * y_sum - y_dot_z)
+    elif loss == BINARY_CROSS_ENTROPY:
+        for i in range(n):
+            w = sample_weight(weights, i)
+            if w != 0.0:
+                row = 0.0
+                for j in range(k):
+                    z = np.float64(Z[i, j])
+                    row += softplus(z) - np.float64(Y[i, j]) * z
+                total += w * (row / k)
+    elif loss == POISSON:
+        # The Poisson deviance's half, y log(y / p) - y + p with log p = z: 0 at p = y.
+        for i in range(n):
+            w = sample_weight(weights, i)
+            if w != 0.0:
+                row = 0.0
+                for j in range(k):
+                    z = np.float64(Z[i, j])
+                    y = np.float64(Y[i, j])
+                    row += xlogx(y) - y * z - y + np.exp(z)
+                total += w * (row / k)
     mean = total / weight_total
     if loss == RMSE:
         return np.sqrt(mean)
@@ -115,31 +143,31 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
         factor = scale / (k * weight_total) if weight_total != 0.0 else 0.0
     if weight_total == 0.0:
         factor = 0.0
-    unit = weights.shape[0] == 0
-    for i in range(n):
-        row = dtype(factor) if unit else dtype(factor * np.float64(weights[i]))
-        if loss == CROSS_ENTROPY:
+    # Each sample's gradient is (its loss's gradient) * row_scale(i); one loop per form.
+    if loss == CROSS_ENTROPY:
+        for i in range(n):
+            row = row_scale(weights, i, factor, dtype)
             y_sum = zero
             for j in range(k):
                 y_sum += Y[i, j]
             for j in range(k):
                 out[i, j] = (P[i, j] * y_sum - Y[i, j]) * row
-        elif loss == BINARY_CROSS_ENTROPY or loss == POISSON:
-            for j in range(k):
-                out[i, j] = (P[i, j] - Y[i, j]) * row
-        elif loss == MSE:
-            row2 = row + row
-            for j in range(k):
-                out[i, j] = (P[i, j] - Y[i, j]) * row2
-        elif loss == MAE:
+    elif loss == MAE:
+        for i in range(n):
+            row = row_scale(weights, i, factor, dtype)
             for j in range(k):
                 d = P[i, j] - Y[i, j]
                 out[i, j] = row if d > zero else (-row if d < zero else zero)
-        elif loss == RMSE:
-            row2 = row + row
+    else:
+        # (P - Y) times the row's scale, doubled for the squared errors.
+        double = loss == MSE or loss == RMSE
+        for i in range(n):
+            row = row_scale(weights, i, factor, dtype)
+            if double:
+                row = row + row
             for j in range(k):
-                out[i, j] = (P[i, j] - Y[i, j]) * row2
-    if loss == MSE or loss == MAE or loss == RMSE:
+                out[i, j] = (P[i, j] - Y[i, j]) * row
+    if (loss == MSE or loss == MAE or loss == RMSE) and output_activation != IDENTITY:
         # Elementwise losses: the gradient so far is d loss / d P; back through the output activation.
         backprop_rows(P, out, 0, n, output_activation, out)
     return value
