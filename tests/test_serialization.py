@@ -1,7 +1,11 @@
-"""MLP.save / fastmlp.load: exact round trips, atomic writes, and refusal of anything
-that is not an intact fastmlp model file, without ever unpickling."""
+"""MLP.save / fastmlp.load: exact round trips (the optimiser state included, so training
+resumes exactly), files of the previous format version, atomic writes, and refusal of
+anything that is not an intact fastmlp model file, without ever unpickling."""
 
+import hashlib
+import json
 import os
+import pathlib
 import pickle
 import zipfile
 
@@ -10,6 +14,9 @@ import pytest
 
 import fastmlp
 from fastmlp import MLP, ModelFileError
+from fastmlp import serialization
+
+DATA = pathlib.Path(__file__).parent / "data"
 
 
 def trained(dtype="float64", loss="mse", activation=("tanh", "relu"), n_threads=None):
@@ -88,6 +95,166 @@ def test_fresh_model_round_trip_has_no_velocity(tmp_path):
     assert copy._has_velocity is False and not copy._velocity.any()
     assert copy.n_threads == 1 and copy.dtype == np.float32
     assert np.array_equal(copy.params, net.params)
+
+
+# ------------------------------------------------------------- Adam state
+def adam_data(dtype="float64"):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(26, 5)).astype(dtype)
+    y = rng.integers(0, 3, 26)
+    weights = rng.uniform(0, 2, 26)
+    return X, y, weights
+
+
+def adam_net(dtype="float64"):
+    return MLP([5, 6, 3], activation="tanh", loss="cross_entropy", dtype=dtype, seed=11)
+
+
+ADAM_FIT = dict(batch_size=6, lr=0.01, optimizer="adam", betas=(0.8, 0.99), epsilon=1e-6,
+                weight_decay=1e-3, shuffle=True)
+
+
+def test_save_load_keeps_the_adam_state(dtype, tmp_path):
+    X, y, weights = adam_data(dtype)
+    net = adam_net(dtype)
+    net.fit(X, y, epochs=2, sample_weight=weights, **ADAM_FIT)
+    net.save(tmp_path / "m.npz")
+    copy = fastmlp.load(tmp_path / "m.npz")
+    assert copy._state_optimizer == "adam" and copy._steps[0] == net._steps[0] == 10
+    assert copy._second_moment.dtype == net._second_moment.dtype
+    assert np.array_equal(copy._second_moment, net._second_moment) and copy._second_moment.any()
+    assert np.array_equal(copy._velocity, net._velocity)
+    assert np.array_equal(copy.params, net.params)
+
+
+@pytest.mark.parametrize("resume", ["fit", "step"])
+def test_training_with_adam_resumes_exactly_after_save_and_load(resume, dtype, tmp_path):
+    X, y, weights = adam_data(dtype)
+    uninterrupted = adam_net(dtype)
+    interrupted = adam_net(dtype)
+    if resume == "fit":
+        uninterrupted.fit(X, y, epochs=4, sample_weight=weights, **ADAM_FIT)
+        interrupted.fit(X, y, epochs=2, sample_weight=weights, **ADAM_FIT)
+    else:
+        settings = dict(lr=0.01, optimizer="adam", betas=(0.8, 0.99), weight_decay=1e-3)
+        for _ in range(6):
+            uninterrupted.step(X, y, sample_weight=weights, **settings)
+        for _ in range(3):
+            interrupted.step(X, y, sample_weight=weights, **settings)
+    interrupted.save(tmp_path / "m.npz")
+    resumed = fastmlp.load(tmp_path / "m.npz")
+    # Without the Adam state the continuation would go elsewhere: the check has teeth.
+    amnesiac = fastmlp.load(tmp_path / "m.npz")
+    amnesiac._second_moment[...] = 0
+    amnesiac._steps[0] = 0
+    for net in (resumed, amnesiac):
+        if resume == "fit":
+            net.fit(X, y, epochs=2, sample_weight=weights, **ADAM_FIT)
+        else:
+            for _ in range(3):
+                net.step(X, y, sample_weight=weights, **settings)
+    assert np.array_equal(resumed.params, uninterrupted.params)
+    assert np.array_equal(resumed._velocity, uninterrupted._velocity)
+    assert np.array_equal(resumed._second_moment, uninterrupted._second_moment)
+    assert resumed._steps[0] == uninterrupted._steps[0]
+    assert not np.array_equal(amnesiac.params, uninterrupted.params)
+
+
+def test_save_load_keeps_the_sgd_step_count_and_owner(tmp_path):
+    net, _, _ = trained()
+    net.save(tmp_path / "m.npz")
+    copy = fastmlp.load(tmp_path / "m.npz")
+    assert copy._state_optimizer == "sgd" and copy._steps[0] == net._steps[0] == 10
+    assert not copy._second_moment.any()
+
+
+def test_switching_to_adam_after_load_starts_adam_afresh(tmp_path):
+    # A loaded SGD state is SGD's: Adam after load starts from zero moments, as it would
+    # on the original model.
+    net, X, y = trained()
+    net.save(tmp_path / "m.npz")
+    copy = fastmlp.load(tmp_path / "m.npz")
+    for model in (net, copy):
+        model.fit(X, y, epochs=1, batch_size=7, lr=0.01, optimizer="adam")
+    assert np.array_equal(copy.params, net.params)
+    assert np.array_equal(copy._second_moment, net._second_moment)
+    assert copy._steps[0] == net._steps[0] == 5
+
+
+# ------------------------------------------------------- format version 1
+def write_version_1(model, path):
+    """What fastmlp's format version 1 wrote: no second moment, step count or state owner
+    (its config and checksum are version 1's, written out here)."""
+    config = {"layer_sizes": list(model.layer_sizes), "activation": list(model.activations),
+              "output_activation": model.output_activation, "loss": model.loss_name,
+              "dtype": model.dtype.name, "init": model.init, "seed": model.seed,
+              "n_threads": model.n_threads, "has_velocity": model._has_velocity,
+              "rng_state": model._rng.bit_generator.state, "metadata": model.metadata}
+    text = json.dumps(config, sort_keys=True, allow_nan=False)
+    with open(path, "wb") as stream:
+        np.savez(stream, magic=np.array("fastmlp-model"), format_version=np.array(1),
+                 config=np.array(text), params=model.params, velocity=model._velocity,
+                 checksum=checksum_of(text, model.params, model._velocity))
+    return path
+
+
+def test_format_version_is_2():
+    assert serialization.FORMAT_VERSION == 2
+    assert serialization.READABLE_VERSIONS == (1, 2)
+
+
+def test_a_file_written_by_format_version_1_still_loads():
+    # tests/data/model_v1.npz was written by fastmlp's version 1 writer (commit 117fb5e):
+    # MLP([3, 4, 2], activation="tanh", dtype="float64", init="he", seed=7) after two
+    # epochs of SGD with momentum.
+    path = DATA / "model_v1.npz"
+    raw = arrays_of(path)
+    assert int(raw["format_version"]) == 1 and "second_moment" not in raw
+    net = fastmlp.load(path)
+    assert net.layer_sizes == (3, 4, 2) and net.activations == ("tanh",) and net.seed == 7
+    assert net.dtype == np.float64 and net.init == "he" and net.loss_name == "mse"
+    assert np.array_equal(net.params, raw["params"])
+    assert np.array_equal(net._velocity, raw["velocity"]) and net._velocity.any()
+    assert net._has_velocity is True
+    # What version 1 did not keep: SGD's state, no second moment, no steps counted.
+    assert net._state_optimizer == "sgd" and net._steps[0] == 0 and not net._second_moment.any()
+    assert net.metadata == {"written_by": "fastmlp model format version 1"}
+    config = json.loads(str(raw["config"][()]))
+    assert net._rng.bit_generator.state == config["rng_state"]
+
+
+def test_training_continues_from_a_version_1_file_as_from_its_state(tmp_path):
+    # SGD with momentum resumes exactly: version 1 kept everything SGD needs.
+    net, X, y = trained()
+    copy = fastmlp.load(write_version_1(net, tmp_path / "v1.npz"))
+    assert copy._state_optimizer == "sgd" and not copy._second_moment.any()
+    assert np.array_equal(copy.params, net.params) and np.array_equal(copy._velocity, net._velocity)
+    h1 = net.fit(X, y, epochs=2, batch_size=7, lr=0.05, momentum=0.9, nesterov=True)
+    h2 = copy.fit(X, y, epochs=2, batch_size=7, lr=0.05, momentum=0.9, nesterov=True)
+    assert np.array_equal(copy.params, net.params)
+    assert np.array_equal(copy._velocity, net._velocity)
+    assert h1["loss"] == h2["loss"]
+    # A version 1 file saved again is a version 2 file.
+    copy.save(tmp_path / "v2.npz")
+    assert int(arrays_of(tmp_path / "v2.npz")["format_version"]) == 2
+
+
+def test_a_version_1_file_is_still_checked_for_integrity(tmp_path):
+    net, _, _ = trained()
+    path = write_version_1(net, tmp_path / "v1.npz")
+    params = arrays_of(path)["params"].copy()
+    params[0] += 1e-6
+    with pytest.raises(ModelFileError, match=r"failed its integrity check"):
+        fastmlp.load(rewrite(path, tmp_path / "tampered.npz", params=params))
+
+
+def test_a_version_1_file_with_a_version_2_checksum_is_refused(tmp_path):
+    # The checksum covers the state arrays the version lists, no more and no fewer.
+    net, _, _ = trained()
+    net.save(tmp_path / "m.npz")
+    path = rewrite(tmp_path / "m.npz", tmp_path / "relabelled.npz", format_version=np.array(1))
+    with pytest.raises(ModelFileError, match=r"failed its integrity check"):
+        fastmlp.load(path)
 
 
 def test_saved_file_holds_plain_arrays_only(model_file):
@@ -180,10 +347,11 @@ def test_load_rejects_wrong_magic(model_file, tmp_path):
         fastmlp.load(path)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 3, 99])
 def test_load_rejects_another_format_version(model_file, tmp_path, version):
     path = rewrite(model_file, tmp_path / "bad.npz", format_version=np.array(version))
-    with pytest.raises(ModelFileError, match=rf"format version {version}; this fastmlp reads version 1"):
+    with pytest.raises(ModelFileError,
+                       match=rf"format version {version}; this fastmlp reads versions 1 and 2"):
         fastmlp.load(path)
 
 
@@ -209,7 +377,7 @@ def test_load_rejects_a_flipped_byte_in_the_parameters(model_file, tmp_path):
         fastmlp.load(path)
 
 
-@pytest.mark.parametrize("key", ["params", "velocity"])
+@pytest.mark.parametrize("key", ["params", "velocity", "second_moment"])
 def test_load_rejects_modified_arrays_with_the_old_checksum(model_file, tmp_path, key):
     array = arrays_of(model_file)[key].copy()
     array[3] += 1e-6
@@ -225,20 +393,95 @@ def test_load_rejects_a_modified_config_with_the_old_checksum(model_file, tmp_pa
         fastmlp.load(path)
 
 
-def test_load_rejects_a_consistent_file_whose_params_do_not_fit(model_file, tmp_path):
-    # Checksum recomputed, so only the shape check can catch it.
-    import hashlib
-
-    arrays = arrays_of(model_file)
-    params, velocity = arrays["params"][:-1], arrays["velocity"][:-1]
-    config = str(arrays["config"][()])
+def checksum_of(config, params, *state):
+    """The file's checksum, written out here: SHA-256 over the config text, the params'
+    dtype name, then the params and state arrays' bytes."""
     digest = hashlib.sha256(config.encode())
     digest.update(str(params.dtype).encode())
-    digest.update(params.tobytes())
-    digest.update(velocity.tobytes())
-    path = rewrite(model_file, tmp_path / "short.npz", params=params, velocity=velocity,
-                   checksum=np.array(digest.hexdigest()))
+    for array in (params,) + state:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return np.array(digest.hexdigest())
+
+
+def rewrite_consistent(path, out, config=None, **arrays):
+    """Like rewrite, with the checksum recomputed, so only the loader's other checks can
+    refuse the result; config: a function changing the config dict."""
+    contents = arrays_of(path)
+    contents.update(arrays)
+    text = str(contents["config"][()])
+    if config is not None:
+        changed = json.loads(text)
+        config(changed)
+        text = json.dumps(changed, sort_keys=True)
+    contents["config"] = np.array(text)
+    state = [contents["velocity"]] + ([contents["second_moment"]]
+                                      if int(contents["format_version"]) >= 2 else [])
+    contents["checksum"] = checksum_of(text, contents["params"], *state)
+    with open(out, "wb") as stream:
+        np.savez(stream, **contents)
+    return out
+
+
+def test_checksum_written_out_here_matches_the_saved_one(model_file):
+    arrays = arrays_of(model_file)
+    expected = checksum_of(str(arrays["config"][()]), arrays["params"], arrays["velocity"],
+                           arrays["second_moment"])
+    assert str(arrays["checksum"][()]) == str(expected[()])
+
+
+def test_load_rejects_a_consistent_file_whose_params_do_not_fit(model_file, tmp_path):
+    arrays = arrays_of(model_file)
+    path = rewrite_consistent(model_file, tmp_path / "short.npz", params=arrays["params"][:-1],
+                              velocity=arrays["velocity"][:-1],
+                              second_moment=arrays["second_moment"][:-1])
     with pytest.raises(ModelFileError, match=r"invalid fastmlp model.*do not fit"):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda arrays: dict(second_moment=arrays["second_moment"][:-1]),
+     r"second moment buffer does not match"),
+    (lambda arrays: dict(second_moment=arrays["second_moment"].astype(np.float32)),
+     r"second moment buffer does not match"),
+    (lambda arrays: dict(velocity=arrays["velocity"][:-1]), r"momentum buffer does not match"),
+], ids=["second_moment_short", "second_moment_float32", "velocity_short"])
+def test_load_rejects_a_consistent_file_whose_state_does_not_fit(model_file, tmp_path, change,
+                                                                 match):
+    path = rewrite_consistent(model_file, tmp_path / "bad.npz", **change(arrays_of(model_file)))
+    with pytest.raises(ModelFileError, match=rf"invalid fastmlp model.*{match}"):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("steps", -1, r"step count -1 is not an integer >= 0"),
+    ("steps", 2.5, r"step count 2.5 is not an integer"),
+    ("steps", True, r"step count True is not an integer"),
+    ("steps", None, r"step count None"),
+    ("steps", 2 ** 63, r"step count 9223372036854775808 is not an integer >= 0"),
+    ("state_optimizer", "rmsprop", r"optimiser state belongs to 'rmsprop'"),
+    ("state_optimizer", ["adam"], r"optimiser state belongs to \['adam'\]"),
+    ("steps", "missing", r"its config lacks 'steps'"),
+    ("state_optimizer", "missing", r"its config lacks 'state_optimizer'"),
+], ids=["steps_negative", "steps_float", "steps_bool", "steps_null", "steps_overflow",
+        "optimizer_unknown",
+        "optimizer_list", "steps_missing", "optimizer_missing"])
+def test_load_rejects_a_consistent_file_with_a_bad_optimiser_state(model_file, tmp_path, key,
+                                                                   value, match):
+    def change(config):
+        if value == "missing":
+            del config[key]
+        else:
+            config[key] = value
+
+    path = rewrite_consistent(model_file, tmp_path / "bad.npz", config=change)
+    with pytest.raises(ModelFileError, match=rf"invalid fastmlp model.*{match}"):
+        fastmlp.load(path)
+
+
+def test_load_rejects_a_version_2_file_without_its_second_moment(model_file, tmp_path):
+    path = rewrite(model_file, tmp_path / "bad.npz", drop=["second_moment"])
+    with pytest.raises(ModelFileError,
+                       match=r"not a valid version 2 fastmlp model file \(missing second_moment\)"):
         fastmlp.load(path)
 
 
@@ -253,7 +496,7 @@ class Trap:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.parametrize("key", ["params", "config", "checksum"])
+@pytest.mark.parametrize("key", ["params", "config", "checksum", "second_moment"])
 def test_load_refuses_object_arrays_without_unpickling(model_file, tmp_path, key):
     marker = tmp_path / "unpickled"
     trap = np.empty(1, dtype=object)
