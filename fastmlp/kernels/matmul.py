@@ -12,8 +12,9 @@ from numba import prange
 from .._jit import helper, kernel, parallel_kernel
 from .activations import activate_rows, backprop_rows
 from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
-                     accumulate_row_edge_tile, accumulate_row_tile, accumulate_tile, product_edge_tile,
-                     product_row_edge_tile, product_row_tile, product_tile)
+                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_tile,
+                     accumulate_tile, product_edge_tile, product_narrow_tile, product_row_edge_tile,
+                     product_row_tile, product_tile)
 
 
 @helper
@@ -29,8 +30,10 @@ def accumulate_block(X, W, i, rows, out):
     if rows == TILE_ROWS:
         for j in range(0, full, width):
             accumulate_tile(X, W, i, j, width, 0, k, out)
-        if full < m:
+        if m - full > width // TILE_VECTORS:
             accumulate_edge_tile(X, W, i, full, m - full, 0, k, out)
+        elif full < m:
+            accumulate_narrow_tile(X, W, i, full, m - full, 0, k, out)
     else:
         for r in range(i, i + rows):
             for j in range(0, row_full, row_width):
@@ -54,8 +57,10 @@ def product_block(X, W, i, rows, out):
     if rows == TILE_ROWS:
         for j in range(0, full, width):
             product_tile(X, W, i, j, width, 0, k, out)
-        if full < m:
+        if m - full > width // TILE_VECTORS:
             product_edge_tile(X, W, i, full, m - full, 0, k, out)
+        elif full < m:
+            product_narrow_tile(X, W, i, full, m - full, 0, k, out)
     else:
         for r in range(i, i + rows):
             for j in range(0, row_full, row_width):

@@ -137,6 +137,9 @@ accumulate_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=False
 accumulate_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=False)
 product_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True)
 product_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=True)
+# Edges at most one vector wide: a second, fully masked vector would double the work.
+accumulate_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign=False)
+product_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign=True)
 # A single row reuses each loaded vector of W once: wider tiles mean fewer passes over X.
 ROW_TILE_VECTORS = 4
 accumulate_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=False)
