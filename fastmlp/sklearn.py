@@ -28,7 +28,6 @@ Where this module differs from scikit-learn, on purpose:
 - Read-only input (a memory map) is copied once rather than compiled for.
 """
 
-import copy
 import numbers
 import warnings
 
@@ -251,13 +250,27 @@ class _BaseMLP(BaseEstimator):
     def _fit_guarded(self, X, y, sample_weight, incremental):
         """_fit, leaving the estimator as it was if it raises."""
         self._validate_params()
-        before = copy.deepcopy({key: value for key, value in self.__dict__.items()})
+        before = self._snapshot()
         try:
             return self._fit(X, y, sample_weight=sample_weight, incremental=incremental)
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
+            self._restore(before)
             raise
+
+    def _snapshot(self):
+        """What a failed fit must put back. Training changes the network's buffers and
+        appends to the lists in place; everything else it replaces."""
+        attributes = {key: list(value) if isinstance(value, list) else value
+                      for key, value in self.__dict__.items()}
+        net = self.__dict__.get("_net")
+        return attributes, net, None if net is None else net._state()
+
+    def _restore(self, snapshot):
+        attributes, net, net_state = snapshot
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        if net is not None:
+            net._restore_state(net_state)
 
     def _check_classes_weighted(self, labels, sample_weight):
         """Classifiers: raise when the samples of non-zero weight hold one class only."""
@@ -635,15 +648,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
                              f"partial_fit, was: {self.classes_!r}")
-        before = copy.deepcopy(self.__dict__)
+        before = self._snapshot()
         try:
             if first_call:
                 self._label_binarizer = label_binarizer
                 self.classes_ = label_binarizer.classes_
             return self._fit(X, y, sample_weight=sample_weight, incremental=True)
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
+            self._restore(before)
             raise
 
     def predict_proba(self, X):
