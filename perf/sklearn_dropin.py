@@ -28,29 +28,46 @@ function-decrease test or a failed line search, and both libraries' number of it
 function evaluations (nfev, counted by wrapping scipy.optimize.minimize, which both call) can
 differ by rounding: both are printed, compare lbfgs times only where they agree.
 
-Timing: per case (data set, dtype, solver), one untimed warm-up fit of the fastmlp estimator
-first -- Numba compiling the kernels or loading them from the cache -- reported as
-"first fit (JIT load)"; one untimed 1-epoch fit of scikit-learn's (BLAS thread pool, page
-faults); then --repeats (default 3) timed fits of each, alternating scikit-learn and fastmlp,
-each a fresh sklearn.base.clone fitted from scratch (est.fit(X, y) only: input validation
-included; data generation, imports and scoring excluded). Reported: the median fit time,
+Processes: every measurement -- one (data set, dtype, solver, library) -- runs in its own fresh
+Python process, this script's --worker mode started with sys.executable, and passes its results
+back as JSON (as perf/compare.py and perf/kernels.py do). Why: Numba's OpenMP worker threads and
+OpenBLAS's threads both spin-wait for a while after each parallel region, so in one process each
+library's thread pool competes for the cores with the other's (on a 2-core machine scikit-learn's
+digits fit measured ~15% slower in a process where fastmlp had run, with occasional 1 s stalls).
+Both libraries' workers get the same environment (thread variables, OpenBLAS settings, Numba
+cache). Each data set is generated once per run, in a subprocess of its own, and written to
+temporary .npy files that every worker loads, so both libraries fit identical arrays (each
+worker hashes what it fitted; the parent checks the hashes agree). The parent itself imports
+neither NumPy nor Numba and only waits while a worker runs.
+
+Timing: in each fastmlp worker, one untimed warm-up fit first: the first fit in that fresh
+process (imports already done), so it always includes Numba loading every kernel the case
+needs from the cache, or compiling them with an empty or stale cache -- reported as "first fit
+(JIT load)". In each scikit-learn worker, one untimed 1-epoch fit (BLAS thread pool start, page
+faults, lazy imports). Then --repeats (default 3) timed fits in the worker, each a fresh
+sklearn.base.clone fitted from scratch (est.fit(X, y) only: input validation included; process
+start, imports, data loading and scoring excluded); per case the scikit-learn worker runs
+first, then the fastmlp worker. Reported: the median fit time,
 speed-up = scikit-learn median / fastmlp median, with the target next to it (>= 5x for
 float32 input, >= 3x for float64), and the test-split accuracy (classifiers) or R^2
 (regressors) and final loss_ of the last fitted estimator of each library. A library whose
-slowest timed fit is over 1.5x its fastest is marked with a dagger (noise: rerun it).
+slowest timed fit is over 1.5x its fastest is marked with a dagger (noise: rerun it). The
+JSON also holds each worker's import time, wall time and thread pools.
 
 Both estimators draw the same initial weights and shuffles from the same random_state, so the
 two train the same network up to rounding: scores and loss_ should agree closely.
 
 Threads: by default whatever the machine gives (the environment's settings are recorded).
 --threads N sets NUMBA_NUM_THREADS, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS
-to N before NumPy, Numba or scikit-learn are imported. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE,
-which this machine sets for old OpenBLAS builds and which slow the current NumPy (see
-perf/compare.py), are removed before the imports, so scikit-learn gets NumPy's best BLAS
-(--keep-openblas-env keeps them); fastmlp does not train through BLAS. The OpenBLAS core type
-and thread counts that actually ran are recorded (threadpoolctl). fastmlp's Numba kernels are
-cached in --numba-cache-dir (default perf/results/numba_cache, as perf/compare.py), so the
-package tree is not written to; with an empty or stale cache the first fit compiles.
+to N in every worker's environment, before NumPy, Numba or scikit-learn are imported.
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which this machine sets for old OpenBLAS builds and
+which slow the current NumPy (see perf/compare.py), are removed from the workers' environment,
+so scikit-learn gets NumPy's best BLAS (--keep-openblas-env keeps them); fastmlp does not train
+through BLAS. The OpenBLAS core type and thread counts that actually ran in each worker are
+recorded (threadpoolctl). fastmlp's Numba kernels are cached in --numba-cache-dir (default
+perf/results/numba_cache, as perf/compare.py), so the package tree is not written to; with an
+empty or stale cache the first fit compiles (and writes the cache that later workers load).
+--timeout bounds each worker process (default 1800 s).
 
 Run (from the repository root)
 -------------------------------
@@ -58,7 +75,7 @@ Run (from the repository root)
     PYTHONPATH=. .venv/bin/python perf/sklearn_dropin.py --quick         # smoke run, small data
     PYTHONPATH=. .venv/bin/python perf/sklearn_dropin.py --threads 1 --datasets digits \\
         --solvers adam --dtypes float32 --repeats 5
-    PYTHONPATH=. .venv/bin/python perf/sklearn_dropin.py --threads 1 \
+    PYTHONPATH=. .venv/bin/python perf/sklearn_dropin.py --threads 1 \\
         --json perf/results/sklearn_dropin_1thr.json       # steadier on a shared machine
     PYTHONPATH=. .venv/bin/python perf/sklearn_dropin.py --report perf/results/sklearn_dropin.json
 
@@ -71,14 +88,18 @@ import argparse
 import datetime
 import gc
 import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import types
 import warnings
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -92,6 +113,8 @@ TARGETS = {"float32": 5.0, "float64": 3.0}   # speed-up wanted: sklearn time / f
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 NOISY_SPREAD, NOISY_MARK = 1.5, "†"
+LIBRARIES = ("sklearn", "fastmlp")          # per case, in this order, one worker process each
+LIBRARY_LABELS = {"sklearn": "scikit-learn", "fastmlp": "fastmlp"}
 DATA_SEED = 0
 # Full run / --quick: rows of the synthetic training sets, features, held-out rows, max_iter.
 FULL = {"samples": 20000, "features": 400, "test": 5000, "max_iter_digits": 50,
@@ -159,8 +182,12 @@ def parse_args(argv=None):
                         f"NumPy loads OpenBLAS)")
     p.add_argument("--numba-cache-dir", default=str(HERE / "results" / "numba_cache"),
                    help="NUMBA_CACHE_DIR for fastmlp's kernels (default perf/results/numba_cache)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="seconds allowed to each worker process (default 1800)")
     p.add_argument("--report", metavar="JSON",
                    help="only print the tables from an earlier run's JSON")
+    # Internal: run one measurement (or generate one data set) in this process; see worker_main.
+    p.add_argument("--worker", nargs=3, metavar=("MODE", "SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     args.repeats = args.repeats or sizes["repeats"]
@@ -192,6 +219,8 @@ def configure_environment(args):
             if os.environ.pop(var, None) is not None:
                 removed.append(f"{var}={before[var]}")
     os.environ["NUMBA_CACHE_DIR"] = args.numba_cache_dir
+    root = [str(ROOT)] + [x for x in [os.environ.get("PYTHONPATH")] if x]
+    os.environ["PYTHONPATH"] = os.pathsep.join(root)      # the workers import fastmlp from here
     return {"env_before": {k: v if v is not None else "(unset)" for k, v in before.items()},
             "env_used": {k: os.environ.get(k, "(unset)") for k in THREAD_VARS + OPENBLAS_OVERRIDES},
             "openblas_removed": removed, "numba_cache_dir": args.numba_cache_dir}
@@ -230,16 +259,19 @@ def loadavg():
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def describe_machine(settings):
-    import numba
-    import numpy
-    import scipy
-    import sklearn
-    import threadpoolctl
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
-    versions = {"python": platform.python_version(), "numpy": numpy.__version__,
-                "scipy": scipy.__version__, "sklearn": sklearn.__version__,
-                "numba": numba.__version__, "threadpoolctl": threadpoolctl.__version__}
+
+def describe_machine(settings):
+    """Read from the installed packages' metadata: the parent imports none of them (the workers
+    run the same interpreter and site-packages)."""
+    versions = {"python": platform.python_version(), "numpy": package_version("numpy"),
+                "scipy": package_version("scipy"), "sklearn": package_version("scikit-learn"),
+                "numba": package_version("numba"), "threadpoolctl": package_version("threadpoolctl")}
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "platform": platform.platform(),
@@ -248,20 +280,23 @@ def describe_machine(settings):
 
 
 def thread_state():
-    """What actually runs: Numba's thread count and layer, and each BLAS / OpenMP pool."""
-    import numba
+    """In a worker, after its fits: each BLAS / OpenMP pool loaded in the process and, where the
+    worker loaded Numba (fastmlp's), Numba's thread count and threading layer."""
     import threadpoolctl
 
-    try:
-        layer = numba.threading_layer()
-    except ValueError:                       # no parallel kernel has run yet
-        layer = "(not started)"
     pools = [{k: lib.get(k) for k in ("user_api", "internal_api", "prefix", "version",
                                        "num_threads", "architecture", "threading_layer")}
              for lib in threadpoolctl.threadpool_info()]
-    return {"numba_num_threads": numba.config.NUMBA_NUM_THREADS,
-            "numba_get_num_threads": numba.get_num_threads(),
-            "numba_threading_layer": layer, "threadpools": pools}
+    state = {"threadpools": pools}
+    if "numba" in sys.modules:
+        import numba
+        try:
+            layer = numba.threading_layer()
+        except ValueError:                   # no parallel kernel has run
+            layer = "(not started)"
+        state.update(numba_num_threads=numba.config.NUMBA_NUM_THREADS,
+                     numba_get_num_threads=numba.get_num_threads(), numba_threading_layer=layer)
+    return state
 
 
 # ------------------------------------------------------------------ data
@@ -363,59 +398,180 @@ def summary_of(model, seconds_list, lbfgs, X_test, y_test, dtype):
              "spread": max(seconds_list) / min(seconds_list),
              "n_iter": int(model.n_iter_), "loss": float(model.loss_),
              "score": float(model.score(X_test, y_test)),
-             "coef_dtype": str(model.coefs_[0].dtype), "dtype_kept": model.coefs_[0].dtype == dtype}
+             "coef_dtype": str(model.coefs_[0].dtype),
+             "dtype_kept": bool(model.coefs_[0].dtype == dtype)}
     if lbfgs is not None:
         entry["lbfgs"] = lbfgs
     return entry
 
 
-def run_case(dataset, dtype_name, solver, data, args):
+DATA_FILES = ("X_train", "X_test", "y_train", "y_test")
+
+
+def digest(*arrays):
+    """sha256 of the arrays' dtypes, shapes and bytes: shows both libraries fitted the same data."""
+    h = hashlib.sha256()
+    for array in arrays:
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+def worker_data(spec):
+    """Generate one data set and write its arrays to spec["dir"] as .npy files."""
+    import numpy as np
+
+    sizes = types.SimpleNamespace(samples=spec["samples"], features=spec["features"],
+                                  test=spec["test"])
+    description, task, *arrays = make_data(spec["dataset"], sizes)
+    for name, array in zip(DATA_FILES, arrays):
+        np.save(os.path.join(spec["dir"], f"{name}.npy"), array, allow_pickle=False)
+    X_train, X_test = arrays[0], arrays[1]
+    return {"status": "ok", "description": description, "task": task,
+            "n_train": X_train.shape[0], "n_features": X_train.shape[1], "n_test": X_test.shape[0],
+            "data_sha256": digest(*arrays)}
+
+
+def worker_fit(spec, stage):
+    """One library's measurement of one case, in this (fresh) process: load the data, the
+    warm-up fit, the timed fits, the scores. stage[0] names the step in progress (for errors)."""
+    began = time.perf_counter()
+    stage[0] = "imports"
     import numpy as np
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier as SkClassifier
-    from sklearn.neural_network import MLPRegressor as SkRegressor
+    if spec["library"] == "fastmlp":
+        from fastmlp.sklearn import MLPClassifier as Classifier
+        from fastmlp.sklearn import MLPRegressor as Regressor
+    else:
+        from sklearn.neural_network import MLPClassifier as Classifier
+        from sklearn.neural_network import MLPRegressor as Regressor
+    import_s = time.perf_counter() - began
+    # The sources this worker imported (and Numba compiles from): other people may be editing
+    # fastmlp while a long run is in progress.
+    source = fastmlp_source() if spec["library"] == "fastmlp" else None
 
-    from fastmlp.sklearn import MLPClassifier as FmClassifier
-    from fastmlp.sklearn import MLPRegressor as FmRegressor
+    stage[0] = "loading the data"
+    loaded = {name: np.load(os.path.join(spec["dir"], f"{name}.npy"), allow_pickle=False)
+              for name in DATA_FILES}
+    dtype = np.dtype(spec["dtype"])
+    regression = spec["task"] == "regression"
+    X, Xt = loaded["X_train"].astype(dtype), loaded["X_test"].astype(dtype)
+    y = loaded["y_train"].astype(dtype) if regression else loaded["y_train"]
+    y_test = loaded["y_test"]
+    result = {"library": spec["library"], "pid": os.getpid(), "import_s": import_s,
+              "fastmlp_source": source,
+              "data_sha256": digest(X, Xt, y, y_test), "loadavg_start": loadavg()}
+    params = dict(spec["params"], hidden_layer_sizes=tuple(spec["params"]["hidden_layer_sizes"]))
+    estimator = (Regressor if regression else Classifier)(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if spec["library"] == "fastmlp":
+            stage[0] = "fastmlp warm-up fit"
+            _, result["first_fit_s"], _ = timed_fit(estimator, X, y)
+        else:
+            stage[0] = "scikit-learn warm-up fit"
+            _, result["warmup_1_epoch_s"], _ = timed_fit(clone(estimator).set_params(max_iter=1),
+                                                         X, y)
+        stage[0] = f"{spec['library']} fit"
+        times = []
+        for _ in range(spec["repeats"]):
+            fitted = timed_fit(estimator, X, y)
+            times.append(fitted[1])
+    stage[0] = f"{spec['library']} scoring"
+    model, _, lbfgs = fitted
+    result["summary"] = summary_of(model, times, lbfgs, Xt, y_test, dtype)
+    result["threads"] = thread_state()
+    result["loadavg_end"] = loadavg()
+    result["status"] = "ok"
+    return result
 
-    _, task, X_train, X_test, y_train, y_test = data
-    dtype = np.dtype(dtype_name)
-    X, Xt = X_train.astype(dtype), X_test.astype(dtype)      # the same arrays for both
-    y = y_train.astype(dtype) if task == "regression" else y_train
-    max_iter = args.max_iter_digits if dataset == "digits" else args.max_iter_large
-    params = estimator_params(solver, max_iter, args.seed)
-    sk_class, fm_class = ((SkRegressor, FmRegressor) if task == "regression"
-                          else (SkClassifier, FmClassifier))
-    sk, fm = sk_class(**params), fm_class(**params)
-    result = {"dataset": dataset, "task": task, "solver": solver, "dtype": dtype_name,
-              "n_train": X.shape[0], "n_features": X.shape[1], "n_test": Xt.shape[0],
-              "max_iter": max_iter, "params": {k: (list(v) if isinstance(v, tuple) else v)
-                                               for k, v in params.items()},
-              "repeats": args.repeats, "loadavg_before": loadavg(),
-              "target": TARGETS[dtype_name], "fastmlp_source": fastmlp_source()}
-    stage = "fastmlp warm-up fit"
+
+def worker_main(mode, spec_json, result_path):
+    """--worker MODE SPEC RESULT: run worker_data or worker_fit and write its dict as JSON to
+    RESULT. The environment (threads, OpenBLAS, Numba cache) was set by the parent."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    spec, stage = json.loads(spec_json), ["start"]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            _, result["fastmlp_first_fit_s"], _ = timed_fit(fm, X, y)
-            stage = "scikit-learn warm-up fit"
-            timed_fit(clone(sk).set_params(max_iter=1), X, y)
-            times = {"sklearn": [], "fastmlp": []}
-            fitted = {}
-            for _ in range(args.repeats):
-                for name, estimator in (("sklearn", sk), ("fastmlp", fm)):
-                    stage = f"{name} fit"
-                    fitted[name] = timed_fit(estimator, X, y)
-                    times[name].append(fitted[name][1])
-        for name in ("sklearn", "fastmlp"):
-            stage = f"{name} scoring"
-            model, _, lbfgs = fitted[name]
-            result[name] = summary_of(model, times[name], lbfgs, Xt, y_test, dtype)
-    except Exception as error:  # noqa: BLE001 - report it, go on with the rest
-        result["status"] = "failed"
-        result["error"] = f"{stage}: {type(error).__name__}: {error}"
+        result = worker_data(spec) if mode == "data" else worker_fit(spec, stage)
+    except Exception as error:  # noqa: BLE001 - reported to the parent, never hidden
+        import traceback
+        traceback.print_exc()
+        last = (str(error).strip().splitlines() or [""])[-1]
+        where = f"{stage[0]}: " if mode != "data" else ""
+        result = {"status": "failed", "error": f"{where}{type(error).__name__}: {last}"}
+    with open(result_path, "w") as f:
+        json.dump(result, f, default=str)
+    return 0
+
+
+def run_worker(mode, spec, timeout):
+    """Run this script's --worker mode in a fresh process with the environment that
+    configure_environment set; returns the worker's dict (never raises)."""
+    with tempfile.TemporaryDirectory(prefix="fastmlp_dropin_") as tmp:
+        result_path = os.path.join(tmp, "result.json")
+        began = time.perf_counter()
+        try:
+            proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()),
+                                     "--worker", mode, json.dumps(spec), result_path],
+                                    env=dict(os.environ), cwd=str(ROOT), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        except OSError as error:
+            return {"status": "failed", "error": f"could not start the worker: {error}"}
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)          # the worker and anything it started
+            proc.communicate()
+            return {"status": "failed", "error": f"worker timed out after {timeout:g} s "
+                    f"(--timeout)", "wall_s": time.perf_counter() - began}
+        wall = time.perf_counter() - began
+        try:
+            with open(result_path) as f:
+                result = json.load(f)
+        except (OSError, ValueError):
+            lines = [line for line in (output or "").strip().splitlines() if line.strip()]
+            last = lines[-1] if lines else "no output"
+            result = {"status": "failed", "error": f"exit status {proc.returncode}: {last}"}
+        if proc.returncode != 0 and result.get("status") == "ok":
+            result = {"status": "failed", "error": f"exit status {proc.returncode}"}
+        result["wall_s"] = wall
+        if output and output.strip():
+            result["output_tail"] = output[-2000:]
         return result
+
+
+def run_case(dataset, dtype_name, solver, data, args):
+    """One case: a scikit-learn worker, then a fastmlp worker, each a fresh process."""
+    max_iter = args.max_iter_digits if dataset == "digits" else args.max_iter_large
+    params = {k: (list(v) if isinstance(v, tuple) else v)
+              for k, v in estimator_params(solver, max_iter, args.seed).items()}
+    result = {"dataset": dataset, "task": data["task"], "solver": solver, "dtype": dtype_name,
+              "n_train": data["n_train"], "n_features": data["n_features"],
+              "n_test": data["n_test"], "max_iter": max_iter, "params": params,
+              "repeats": args.repeats, "loadavg_before": loadavg(),
+              "target": TARGETS[dtype_name], "fastmlp_source": fastmlp_source(), "workers": {}}
+    errors = []
+    for library in LIBRARIES:
+        spec = {"library": library, "dir": data["dir"], "task": data["task"], "dtype": dtype_name,
+                "params": params, "repeats": args.repeats}
+        worker = run_worker("fit", spec, args.timeout)
+        summary = worker.pop("summary", None)
+        result["workers"][library] = worker
+        if worker.get("status") != "ok":
+            errors.append(f"{LIBRARY_LABELS[library]} worker: {worker.get('error')}")
+            continue
+        result[library] = summary
+    if errors:
+        result["status"] = "failed"
+        result["error"] = "; ".join(errors)
+        return result
+    result["fastmlp_source"] = result["workers"]["fastmlp"]["fastmlp_source"]
+    result["fastmlp_first_fit_s"] = result["workers"]["fastmlp"]["first_fit_s"]
+    result["sklearn_warmup_1_epoch_s"] = result["workers"]["sklearn"]["warmup_1_epoch_s"]
+    result["same_data"] = (result["workers"]["sklearn"]["data_sha256"]
+                           == result["workers"]["fastmlp"]["data_sha256"])
     result["status"] = "ok"
     result["speedup"] = result["sklearn"]["median_s"] / result["fastmlp"]["median_s"]
     result["target_met"] = result["speedup"] >= result["target"]
@@ -487,6 +643,10 @@ def summary_lines(results):
         if r["status"] != "ok":
             problems.append(f"- {name}: FAILED ({one_line(r['error'])})")
             continue
+        if not r.get("same_data", True):
+            problems.append(f"- {name}: the two workers' data hashes differ "
+                            f"({r['workers']['sklearn']['data_sha256']} / "
+                            f"{r['workers']['fastmlp']['data_sha256']}): not the same arrays")
         if not r["same_epochs"]:
             problems.append(f"- {name}: n_iter_ differs (sklearn {r['sklearn']['n_iter']}, fastmlp "
                             f"{r['fastmlp']['n_iter']}): the times compare different work")
@@ -518,13 +678,37 @@ def fmt_load(values):
     return ", ".join(f"{x:.2f}" for x in values) if values else "?"
 
 
+def pools_text(state):
+    return "; ".join(" ".join(str(x) for x in (p["internal_api"], p.get("version"),
+                                                f"{p['num_threads']} thr") if x)
+                     + (f" [{p['architecture']}]" if p.get("architecture") else "")
+                     + f" ({p.get('prefix')})" for p in state.get("threadpools", [])) or "?"
+
+
+def threads_text(m):
+    """What ran: per library, from its last worker (older JSONs: the one shared process)."""
+    by_library = m.get("threads_by_library")
+    if by_library is None:
+        state = m.get("threads_end") or m.get("threads_start", {})
+        return (f"Numba {state.get('numba_get_num_threads')} of {state.get('numba_num_threads')} "
+                f"threads, threading layer {state.get('numba_threading_layer')}; thread pools: "
+                f"{pools_text(state)}")
+    parts = []
+    for library in LIBRARIES:
+        state = by_library.get(library)
+        if state is None:
+            continue
+        numba = (f"Numba {state['numba_get_num_threads']} of {state['numba_num_threads']} "
+                 f"threads, threading layer {state['numba_threading_layer']}; "
+                 if "numba_num_threads" in state else "")
+        parts.append(f"{LIBRARY_LABELS[library]} workers: {numba}thread pools: "
+                     f"{pools_text(state)}")
+    return ". ".join(parts) or "no worker finished"
+
+
 def header_text(data):
     m, a = data["machine"], data["args"]
-    v, threads = m["versions"], m.get("threads_end") or m.get("threads_start", {})
-    pools = "; ".join(" ".join(str(x) for x in (p["internal_api"], p.get("version"),
-                                                 f"{p['num_threads']} thr") if x)
-                      + (f" [{p['architecture']}]" if p.get("architecture") else "")
-                      + f" ({p.get('prefix')})" for p in threads.get("threadpools", []))
+    v = m["versions"]
     thread_choice = (f"--threads {a['threads']}: " + ", ".join(f"{k}={a['threads']}" for k in THREAD_VARS)
                      if a["threads"] else "machine default (--threads not given): "
                      + ", ".join(f"{k}={m['env_used'][k]}" for k in THREAD_VARS))
@@ -540,9 +724,7 @@ def header_text(data):
          f"{fmt_load(m.get('loadavg_end'))} (a shared machine slows both libraries, fastmlp's "
          f"multi-thread kernels most)"),
         "- Versions: " + ", ".join(f"{k} {v[k]}" for k in v) + f"; fastmlp {m['fastmlp_source']}",
-        (f"- Threads: {thread_choice}; Numba {threads.get('numba_get_num_threads')} of "
-         f"{threads.get('numba_num_threads')} threads, threading layer "
-         f"{threads.get('numba_threading_layer')}; thread pools: {pools or '?'}"),
+        f"- Threads: {thread_choice}; {threads_text(m)}",
         (f"- OpenBLAS overrides ({', '.join(OPENBLAS_OVERRIDES)}): {openblas}; Numba cache "
          f"{m['numba_cache_dir']}"),
         (f"- Same work: hidden_layer_sizes=(100,), relu, batch_size='auto' (min(200, n)), other "
@@ -552,13 +734,21 @@ def header_text(data):
          f"libraries (n_iter_ shows it; ≠ marks a difference); ConvergenceWarning silenced. "
          f"lbfgs (extra rows): tol=0 is its gradient tolerance, SciPy may still stop it early, "
          f"so compare its times only where n_iter_ and nfev agree"),
-        (f"- Timing: per case one untimed warm-up fastmlp fit first (reported as first fit (JIT "
-         f"load): Numba compiling, or loading from the cache, what the case needs and earlier "
-         f"cases did not load) and one untimed 1-epoch scikit-learn fit; then {a['repeats']} "
-         f"timed fit(s) per library, alternating, each a fresh clone fitted from scratch; times "
-         f"are medians; {NOISY_MARK} = slowest repeat over {NOISY_SPREAD}x the fastest (noise). "
-         f"Speed-up = sklearn median / fastmlp median; targets >= {TARGETS['float32']:g}x for "
-         f"float32 input, >= {TARGETS['float64']:g}x for float64"),
+        ("- Processes: each (data set, dtype, solver, library) runs in its own fresh Python "
+         "process (this script's --worker mode), scikit-learn's first, then fastmlp's, with the "
+         "same environment; each data set is generated once and loaded by every worker from "
+         ".npy files, so both fit identical arrays (hashes checked). Why: Numba's OpenMP threads "
+         "and OpenBLAS's threads spin-wait after each parallel region, so in one shared process "
+         "each library's thread pool slows the other (scikit-learn's digits fit measured ~15% "
+         "slower after fastmlp had run in the same process, with occasional 1 s stalls)"),
+        (f"- Timing: in each fastmlp worker one untimed warm-up fit first, the first fit of that "
+         f"fresh process after the imports, reported as first fit (JIT load): Numba loading "
+         f"every kernel the case needs from the cache (compiling them if the cache is empty or "
+         f"stale); in each scikit-learn worker one untimed 1-epoch fit (BLAS pool start, page "
+         f"faults); then {a['repeats']} timed fit(s) in the worker, each a fresh clone fitted "
+         f"from scratch; times are medians; {NOISY_MARK} = slowest repeat over {NOISY_SPREAD}x "
+         f"the fastest (noise). Speed-up = sklearn median / fastmlp median; targets >= "
+         f"{TARGETS['float32']:g}x for float32 input, >= {TARGETS['float64']:g}x for float64"),
         ("- Both libraries get the same arrays in the stated dtype and train in it (but see the "
          "notes on scikit-learn's lbfgs with float32). Scores "
          "on the held-out split, of the last fitted estimator; both start from the same weights "
@@ -580,9 +770,13 @@ def report(data):
         first = rows[0]
         description = data["datasets"].get(dataset, "")
         estimator = "MLPRegressor" if first["task"] == "regression" else "MLPClassifier"
-        text.append(f"\n### {dataset}: {first['n_train']:,} x {first['n_features']} train, "
-                    f"{first['n_test']:,} test, {estimator}, max_iter {first['max_iter']}\n")
-        text.append(f"{description}\n")
+        if "n_train" in first:
+            text.append(f"\n### {dataset}: {first['n_train']:,} x {first['n_features']} train, "
+                        f"{first['n_test']:,} test, {estimator}, max_iter {first['max_iter']}\n")
+        else:
+            text.append(f"\n### {dataset}: {estimator}\n")
+        if description:
+            text.append(f"{description}\n")
         text.append(case_table(rows))
     lines, problems = summary_lines(results)
     if lines:
@@ -605,34 +799,52 @@ def save(data, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.worker:
+        return worker_main(*args.worker)
     if args.report:
         print(report(json.loads(pathlib.Path(args.report).read_text())))
         return 0
-    settings = configure_environment(args)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+    settings = configure_environment(args)          # the workers' environment
     machine = describe_machine(settings)
     machine["loadavg_start"] = loadavg()
-    machine["threads_start"] = thread_state()
-    data = {"args": vars(args), "machine": machine, "datasets": {}, "results": []}
+    machine["threads_by_library"] = {}
+    data = {"args": vars(args), "machine": machine, "datasets": {}, "data_workers": {},
+            "results": []}
     out = pathlib.Path(args.json)
     cases = [(dataset, dtype, solver) for dataset in args.datasets for dtype in args.dtypes
              for solver in args.solvers]
     began = time.perf_counter()
-    loaded = {}
-    for i, (dataset, dtype, solver) in enumerate(cases, 1):
-        if dataset not in loaded:
-            loaded = {dataset: make_data(dataset, args)}       # keep one data set in memory
-            data["datasets"][dataset] = loaded[dataset][0]
-        r = run_case(dataset, dtype, solver, loaded[dataset], args)
-        data["results"].append(r)
-        data["machine"]["threads_end"] = thread_state()
-        save(data, out)
-        what = (f"sklearn {r['sklearn']['median_s']:.3g} s, fastmlp {r['fastmlp']['median_s']:.3g} s"
-                f" (first {r['fastmlp_first_fit_s']:.3g} s), {r['speedup']:.2f}x"
-                if r["status"] == "ok" else f"FAILED: {r['error']}")
-        print(f"[{i}/{len(cases)} {time.perf_counter() - began:6.0f}s] {dataset} {dtype} {solver}: "
-              f"{what}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="fastmlp_dropin_data_") as tmp:
+        loaded = {}
+        for i, (dataset, dtype, solver) in enumerate(cases, 1):
+            if dataset not in loaded:
+                for old in pathlib.Path(tmp).glob("*.npy"):      # keep one data set on disk
+                    old.unlink()
+                info = run_worker("data", {"dataset": dataset, "dir": tmp, "samples": args.samples,
+                                           "features": args.features, "test": args.test},
+                                  args.timeout)
+                info["dir"] = tmp
+                loaded = {dataset: info}
+                data["data_workers"][dataset] = {k: v for k, v in info.items() if k != "dir"}
+                if info["status"] == "ok":
+                    data["datasets"][dataset] = info["description"]
+            info = loaded[dataset]
+            if info["status"] == "ok":
+                r = run_case(dataset, dtype, solver, info, args)
+            else:
+                r = {"dataset": dataset, "solver": solver, "dtype": dtype, "status": "failed",
+                     "task": "regression" if dataset == "regression" else "classification",
+                     "error": f"data worker: {info.get('error')}"}
+            for library, worker in r.get("workers", {}).items():
+                if worker.get("status") == "ok":
+                    machine["threads_by_library"][library] = worker["threads"]
+            data["results"].append(r)
+            save(data, out)
+            what = (f"sklearn {r['sklearn']['median_s']:.3g} s, fastmlp "
+                    f"{r['fastmlp']['median_s']:.3g} s (first {r['fastmlp_first_fit_s']:.3g} s), "
+                    f"{r['speedup']:.2f}x" if r["status"] == "ok" else f"FAILED: {r['error']}")
+            print(f"[{i}/{len(cases)} {time.perf_counter() - began:6.0f}s] {dataset} {dtype} "
+                  f"{solver}: {what}", file=sys.stderr, flush=True)
     data["machine"]["loadavg_end"] = loadavg()
     data["machine"]["total_s"] = time.perf_counter() - began
     save(data, out)
