@@ -555,7 +555,7 @@ class MLP:
             workspace.delta_buffer, workspace.logits.reshape(-1), workspace.output.reshape(-1),
             self._transposed_buffer, workspace.batch_X.reshape(-1),
             workspace.batch_Y.reshape(-1), workspace.batch_weights)
-        if optimizer.momentum != 0 and self._steps[0] > 0:
+        if optimizer.name == "sgd" and optimizer.momentum != 0 and self._steps[0] > 0:
             self._has_velocity = True
         return loss, penalty
 
@@ -563,6 +563,9 @@ class MLP:
         """self._grad = grad_scale * the gradient of the weighted loss over all of (X, Y),
         each weight divided by weight_total (the loss must be a sum over samples, not RMSE);
         returns the loss. X and csr as in _run_epoch."""
+        if self._loss_code == losses.RMSE:
+            raise ValueError("the whole-data gradient sums over chunks of samples, which RMSE "
+                             "(a root of the whole mean) does not")
         n = Y.shape[0]
         workspace = self._workspace(min(n, CHUNK_ROWS))
         if weights is None:

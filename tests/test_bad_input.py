@@ -32,10 +32,11 @@ def trained_net(loss="mse", dtype="float64", optimizer="sgd"):
     net = MLP([D, 5, K], activation="tanh", loss=loss, dtype=dtype, seed=0)
     if optimizer == "adam":
         net.fit(*good_data(loss), epochs=1, batch_size=3, lr=0.01, optimizer="adam")
-        assert net._second_moment.any() and net._steps[0] == 3
+        assert net._second_moment.any() and net._steps[0] == 3 and not net._has_velocity
     else:
         net.fit(*good_data(loss), epochs=1, batch_size=3, lr=0.01, momentum=0.9)
-    assert net._has_velocity and net._velocity.any()
+        assert net._has_velocity
+    assert net._velocity.any()
     return net
 
 

@@ -52,6 +52,13 @@ def row_scale(weights, i, factor, dtype):
     return dtype(factor) if weights.shape[0] == 0 else dtype(factor * np.float64(weights[i]))
 
 
+@helper
+def zero_row(out, i):
+    """out[i, :] = 0"""
+    for j in range(out.shape[1]):
+        out[i, j] = 0
+
+
 @kernel
 def loss_value(Z, P, Y, loss, weights, weight_total):
     """sum over i of weights[i] * (loss of sample i) / weight_total, as a float64 (RMSE: its
@@ -143,10 +150,14 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
         factor = scale / (k * weight_total) if weight_total != 0.0 else 0.0
     if weight_total == 0.0:
         factor = 0.0
-    # Each sample's gradient is (its loss's gradient) * row_scale(i); one loop per form.
+    # Each sample's gradient is (its loss's gradient) * row_scale(i); one loop per form. A row
+    # of scale 0 (weight 0, or a perfect RMSE fit) is 0 even where its output overflowed.
     if loss == CROSS_ENTROPY:
         for i in range(n):
             row = row_scale(weights, i, factor, dtype)
+            if row == zero:
+                zero_row(out, i)
+                continue
             y_sum = zero
             for j in range(k):
                 y_sum += Y[i, j]
@@ -155,6 +166,9 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
     elif loss == MAE:
         for i in range(n):
             row = row_scale(weights, i, factor, dtype)
+            if row == zero:
+                zero_row(out, i)
+                continue
             for j in range(k):
                 d = P[i, j] - Y[i, j]
                 out[i, j] = row if d > zero else (-row if d < zero else zero)
@@ -163,6 +177,9 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
         double = loss == MSE or loss == RMSE
         for i in range(n):
             row = row_scale(weights, i, factor, dtype)
+            if row == zero:
+                zero_row(out, i)
+                continue
             if double:
                 row = row + row
             for j in range(k):
