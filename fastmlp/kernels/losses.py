@@ -192,12 +192,27 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
 
 @kernel
 def squared_norm(x):
-    """sum of x[i]^2 over the 1-D array x, in float64."""
-    total = 0.0
-    for i in range(x.shape[0]):
-        value = np.float64(x[i])
-        total += value * value
-    return total
+    """sum of x[i]^2 over the 1-D array x, in float64, as eight interleaved partial sums
+    (element i in sum i mod 8) added at the end: one running sum would wait on the adder's
+    latency at every element, eight keep it busy, and the order is fixed."""
+    n = x.shape[0]
+    full = n - n % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(0, full, 8):
+        v0, v1, v2, v3 = np.float64(x[i]), np.float64(x[i + 1]), np.float64(x[i + 2]), np.float64(x[i + 3])
+        v4, v5, v6, v7 = np.float64(x[i + 4]), np.float64(x[i + 5]), np.float64(x[i + 6]), np.float64(x[i + 7])
+        s0 += v0 * v0
+        s1 += v1 * v1
+        s2 += v2 * v2
+        s3 += v3 * v3
+        s4 += v4 * v4
+        s5 += v5 * v5
+        s6 += v6 * v6
+        s7 += v7 * v7
+    for i in range(full, n):
+        v = np.float64(x[i])
+        s0 += v * v
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @kernel
