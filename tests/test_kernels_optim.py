@@ -116,7 +116,7 @@ def test_sgd_update_accepts_a_read_only_gradient_and_leaves_it_unchanged(rng, re
 # ------------------------------------------------- fused gradient + update passes
 # (n, k, m): the batch, the layer's inputs and outputs; k not a multiple of 4, n = 1,
 # and a product large enough to be worth the parallel variant.
-FUSED_SHAPES = [(1, 1, 1), (1, 7, 3), (5, 13, 6), (32, 41, 17), (64, 130, 100)]
+FUSED_SHAPES = [(1, 1, 1), (1, 7, 3), (1, 130, 100), (5, 13, 6), (32, 41, 17), (64, 130, 100)]
 FUSED_IDS = ["x".join(map(str, s)) for s in FUSED_SHAPES]
 
 

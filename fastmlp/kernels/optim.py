@@ -89,6 +89,37 @@ def adam_step_rows(G, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M
                                                   beta2, epsilon, weight_decay)
 
 
+@helper
+def outer_product_row(A, dZ, r, out):
+    """out[r, m] = A[0, r] * dZ[0, m]: row r of a one-sample weight gradient, the value the
+    tile's fused multiply-add from zero gives."""
+    a = A[0, r]
+    for j in range(out.shape[1]):
+        out[r, j] = a * dZ[0, j]
+
+
+@helper
+def outer_sgd_rows(A, dZ, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V, out):
+    """out[r, m] = A[0, r] * dZ[0, m] for start <= r < stop (a one-sample weight gradient), and
+    the SGD step on rows start..stop-1 of W, V from it, in one pass."""
+    m = W.shape[1]
+    if momentum == 0:
+        for r in range(start, stop):
+            a = A[0, r]
+            for j in range(m):
+                g = a * dZ[0, j]
+                out[r, j] = g
+                W[r, j] = plain_step(g, W[r, j], lr, weight_decay)
+    else:
+        for r in range(start, stop):
+            a = A[0, r]
+            for j in range(m):
+                g = a * dZ[0, j]
+                out[r, j] = g
+                W[r, j], V[r, j] = momentum_step(g, W[r, j], V[r, j], lr, momentum, weight_decay,
+                                                 nesterov, first_step)
+
+
 @parallel_kernel
 def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step, params, velocity):
     """One SGD step on the flat buffers params[p], velocity[p] from grad[p]; weight decay
@@ -114,8 +145,14 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block
         rows = min(TILE_ROWS, k - p)
-        product_block(AT, dZ, p, rows, out)
-        sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step, W, velocity)
+        if A.shape[0] == 1:
+            # One sample: the gradient is an outer product, stepped in the same pass.
+            outer_sgd_rows(A, dZ, p, p + rows, lr, momentum, weight_decay, nesterov, first_step,
+                           W, velocity, out)
+        else:
+            product_block(AT, dZ, p, rows, out)
+            sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step,
+                          W, velocity)
 
 
 @kernel
@@ -151,8 +188,13 @@ def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, ou
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block
         rows = min(TILE_ROWS, k - p)
-        product_block(AT, dZ, p, rows, out)
-        adam_step_rows(out, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+        if A.shape[0] == 1:
+            for r in range(p, p + rows):
+                outer_product_row(A, dZ, r, out)
+                adam_step_rows(out, r, r + 1, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+        else:
+            product_block(AT, dZ, p, rows, out)
+            adam_step_rows(out, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
 
 
 @kernel
