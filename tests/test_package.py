@@ -119,3 +119,15 @@ def test_training_tiny_data_first_thing_in_a_new_process_with_a_warm_cache():
         done = run_python("-c", code)
         assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
         assert float(done.stdout.strip()) > 0
+
+
+def test_openmp_spin_count_gets_a_default_and_keeps_a_users_value():
+    code = "import os, fastmlp; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+    assert default.stdout.strip() == "30000"
+    env["GOMP_SPINCOUNT"] = "123"
+    users = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, check=True)
+    assert users.stdout.strip() == "123"
