@@ -140,7 +140,8 @@ def test_weight_grad_update_equals_weight_grad_then_sgd_update_bitwise(shape, se
         for variant in (weight_grad_update.serial, weight_grad_update.parallel):
             W, velocity, out = W0.copy(), velocity0.copy(), np.empty((k, m), dtype)
             variant(A, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
-            assert np.array_equal(out, grad)
+            if n > 1:  # one sample's gradient is never stored
+                assert np.array_equal(out, grad)
             assert np.array_equal(W.reshape(-1), W_flat)
             assert np.array_equal(velocity.reshape(-1), v_flat)
 
@@ -323,7 +324,8 @@ def test_weight_grad_adam_equals_weight_grad_then_adam_update_bitwise(shape, set
     for variant in (weight_grad_adam.serial, weight_grad_adam.parallel):
         W, m1, v1, out = W0.copy(), m0.copy(), v0.copy(), np.empty((k, m), dtype)
         variant(A, dZ, rate, s(beta1), s(beta2), s(epsilon), s(weight_decay), W, m1, v1, out)
-        assert np.array_equal(out, grad)
+        if n > 1:  # one sample's gradient is never stored
+            assert np.array_equal(out, grad)
         assert np.array_equal(W.reshape(-1), W_flat)
         assert np.array_equal(m1.reshape(-1), m_flat)
         assert np.array_equal(v1.reshape(-1), v_flat)

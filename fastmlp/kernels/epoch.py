@@ -47,7 +47,7 @@ def forward_layer(inputs, W, b, activation, out):
 def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                  first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
     """The optimiser's step on W and b from the gradients inputs.T @ delta and the column
-    sums of delta (left in W_grad, b_grad); serial or parallel by size."""
+    sums of delta (W_grad: working space; b_grad: the bias gradient); serial or parallel by size."""
     parallel = inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK
     if optimizer == ADAM:
         if parallel:

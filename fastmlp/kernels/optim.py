@@ -90,34 +90,39 @@ def adam_step_rows(G, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M
 
 
 @helper
-def outer_product_row(A, dZ, r, out):
-    """out[r, m] = A[0, r] * dZ[0, m]: row r of a one-sample weight gradient, the value the
-    tile's fused multiply-add from zero gives."""
-    a = A[0, r]
-    for j in range(out.shape[1]):
-        out[r, j] = a * dZ[0, j]
+def outer_sgd_rows(A, dZ, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V, out):
+    """The SGD step on rows start..stop-1 of W, V from a one-sample weight gradient, row r
+    being A[0, r] * dZ[0, m] (the value the tile's fused multiply-add from zero gives).
+
+    Each row of the gradient is written to out[start] and read back: a product passed on in
+    registers could be contracted into the step's multiply-add, giving other bits than the
+    stored gradient does, and storing every row would stream the whole gradient through memory.
+    """
+    m = W.shape[1]
+    for r in range(start, stop):
+        a = A[0, r]
+        for j in range(m):
+            out[start, j] = a * dZ[0, j]
+        if momentum == 0:
+            for j in range(m):
+                W[r, j] = plain_step(out[start, j], W[r, j], lr, weight_decay)
+        else:
+            for j in range(m):
+                W[r, j], V[r, j] = momentum_step(out[start, j], W[r, j], V[r, j], lr, momentum,
+                                                 weight_decay, nesterov, first_step)
 
 
 @helper
-def outer_sgd_rows(A, dZ, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V, out):
-    """out[r, m] = A[0, r] * dZ[0, m] for start <= r < stop (a one-sample weight gradient), and
-    the SGD step on rows start..stop-1 of W, V from it, in one pass."""
+def outer_adam_rows(A, dZ, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M, V, out):
+    """outer_sgd_rows for Adam."""
     m = W.shape[1]
-    if momentum == 0:
-        for r in range(start, stop):
-            a = A[0, r]
-            for j in range(m):
-                g = a * dZ[0, j]
-                out[r, j] = g
-                W[r, j] = plain_step(g, W[r, j], lr, weight_decay)
-    else:
-        for r in range(start, stop):
-            a = A[0, r]
-            for j in range(m):
-                g = a * dZ[0, j]
-                out[r, j] = g
-                W[r, j], V[r, j] = momentum_step(g, W[r, j], V[r, j], lr, momentum, weight_decay,
-                                                 nesterov, first_step)
+    for r in range(start, stop):
+        a = A[0, r]
+        for j in range(m):
+            out[start, j] = a * dZ[0, j]
+        for j in range(m):
+            W[r, j], M[r, j], V[r, j] = adam_step(out[start, j], W[r, j], M[r, j], V[r, j], lr,
+                                                  beta1, beta2, epsilon, weight_decay)
 
 
 @parallel_kernel
@@ -138,8 +143,9 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
 
 @parallel_kernel
 def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
-    """out[k, m] = A[n, k].T @ dZ[n, m] (the weight gradient, as weight_grad computes it), then
-    the SGD step on W[k, m] and velocity[k, m] from it, TILE_ROWS rows at a time while they are in cache."""
+    """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
+    (as weight_grad computes it), TILE_ROWS rows at a time while they are in cache. out[k, m]
+    is working space: the gradient passes through it (for one sample, n = 1, a row at a time)."""
     AT = A.T
     k = A.shape[1]
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
@@ -181,17 +187,17 @@ def adam_update(grad, n_decayed, lr, beta1, beta2, epsilon, weight_decay, params
 
 @parallel_kernel
 def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out):
-    """out[k, m] = A[n, k].T @ dZ[n, m] (as weight_grad computes it), then the Adam step
-    on W[k, m], m[k, m], v[k, m] from it, TILE_ROWS rows at a time."""
+    """The Adam step on W[k, m], m[k, m], v[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
+    (as weight_grad computes it), TILE_ROWS rows at a time; out[k, m] is working space, as
+    in weight_grad_update."""
     AT = A.T
     k = A.shape[1]
     for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
         p = TILE_ROWS * block
         rows = min(TILE_ROWS, k - p)
         if A.shape[0] == 1:
-            for r in range(p, p + rows):
-                outer_product_row(A, dZ, r, out)
-                adam_step_rows(out, r, r + 1, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+            outer_adam_rows(A, dZ, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v,
+                            out)
         else:
             product_block(AT, dZ, p, rows, out)
             adam_step_rows(out, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
