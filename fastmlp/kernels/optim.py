@@ -16,8 +16,7 @@ import math
 from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
-from .matmul import bias_grad, product_block
-from .vector import TILE_ROWS
+from .matmul import GRAD_CHUNK_ROWS, bias_grad, product_rows
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
@@ -144,20 +143,20 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
 @parallel_kernel
 def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
     """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
-    (as weight_grad computes it), TILE_ROWS rows at a time while they are in cache. out[k, m]
+    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache. out[k, m]
     is working space: the gradient passes through it (for one sample, n = 1, a row at a time)."""
     AT = A.T
     k = A.shape[1]
-    for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
-        p = TILE_ROWS * block
-        rows = min(TILE_ROWS, k - p)
+    for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
+        p = GRAD_CHUNK_ROWS * chunk
+        stop = min(p + GRAD_CHUNK_ROWS, k)
         if A.shape[0] == 1:
             # One sample: the gradient is an outer product, stepped in the same pass.
-            outer_sgd_rows(A, dZ, p, p + rows, lr, momentum, weight_decay, nesterov, first_step,
+            outer_sgd_rows(A, dZ, p, stop, lr, momentum, weight_decay, nesterov, first_step,
                            W, velocity, out)
         else:
-            product_block(AT, dZ, p, rows, out)
-            sgd_step_rows(out, p, p + rows, lr, momentum, weight_decay, nesterov, first_step,
+            product_rows(AT, dZ, p, stop, out)
+            sgd_step_rows(out, p, stop, lr, momentum, weight_decay, nesterov, first_step,
                           W, velocity)
 
 
@@ -188,19 +187,18 @@ def adam_update(grad, n_decayed, lr, beta1, beta2, epsilon, weight_decay, params
 @parallel_kernel
 def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out):
     """The Adam step on W[k, m], m[k, m], v[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
-    (as weight_grad computes it), TILE_ROWS rows at a time; out[k, m] is working space, as
+    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time; out[k, m] is working space, as
     in weight_grad_update."""
     AT = A.T
     k = A.shape[1]
-    for block in prange((k + TILE_ROWS - 1) // TILE_ROWS):
-        p = TILE_ROWS * block
-        rows = min(TILE_ROWS, k - p)
+    for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
+        p = GRAD_CHUNK_ROWS * chunk
+        stop = min(p + GRAD_CHUNK_ROWS, k)
         if A.shape[0] == 1:
-            outer_adam_rows(A, dZ, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v,
-                            out)
+            outer_adam_rows(A, dZ, p, stop, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out)
         else:
-            product_block(AT, dZ, p, rows, out)
-            adam_step_rows(out, p, p + rows, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+            product_rows(AT, dZ, p, stop, out)
+            adam_step_rows(out, p, stop, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
 
 
 @kernel
