@@ -19,7 +19,8 @@ from .kernels import losses
 from .kernels.activations import activation_forward
 from .kernels.epoch import ADAM, SGD, dataset_gradient, train_epoch
 from .kernels.losses import loss_gradient, loss_value
-from .kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
+from .kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
+                             weight_grad)
 from .kernels.optim import adam_rate, adam_update, sgd_update
 from .schedules import checked_lr, make_schedule
 
@@ -322,7 +323,10 @@ class MLP:
             delta = workspace.deltas[layer]
             workspace.weight_grad[layer](inputs, delta, self._weight_grads[layer])
             bias_grad(delta, self._bias_grads[layer])
-            if layer > 0:
+            if layer > 0 and X.shape[0] == 1:
+                input_grad_row(delta, self.weights[layer], inputs,
+                               self._activation_codes[layer - 1], workspace.deltas[layer - 1])
+            elif layer > 0:
                 self._transpose[layer](self.weights[layer], self._transposed[layer])
                 workspace.input_grad[layer](delta, self._transposed[layer], inputs,
                                             self._activation_codes[layer - 1],

@@ -5,7 +5,8 @@ import pytest
 
 import reference as ref
 from conftest import ACTIVATION_CODES
-from fastmlp.kernels.matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
+from fastmlp.kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
+                                    weight_grad)
 
 # (n, k, m): 1x1, batch below the thread count (n=1), sizes not multiples of 4,
 # exact multiples of 4, and batches with 1..3 leftover rows.
@@ -94,6 +95,20 @@ def test_input_grad_parallel_equals_serial_bitwise(shape, activation, dtype, rng
     input_grad.serial(dZ, WT, A, ACTIVATION_CODES[activation], serial)
     input_grad.parallel(dZ, WT, A, ACTIVATION_CODES[activation], parallel)
     assert np.array_equal(parallel, serial)
+
+
+# input_grad_row(dZ, W, A, act, out): one sample's input gradient read from W itself.
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (8, 1), (17, 40), (100, 40), (128, 10)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_input_grad_row_equals_input_grad_on_the_transpose_bitwise(shape, activation, dtype, rng):
+    k, m = shape
+    dZ, W = random(rng, (1, m), dtype), random(rng, (k, m), dtype)
+    A = ref.activation(activation, rng.normal(size=(1, k))).astype(dtype)
+    expected, out = np.empty((1, k), dtype), np.full((1, k), np.nan, dtype)
+    input_grad.serial(dZ, np.ascontiguousarray(W.T), A, ACTIVATION_CODES[activation], expected)
+    input_grad_row(dZ, W, A, ACTIVATION_CODES[activation], out)
+    assert np.array_equal(out, expected)
 
 
 # ----------------------------------------------------------------- weight_grad

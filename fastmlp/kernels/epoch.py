@@ -16,7 +16,7 @@ from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel
 from .activations import IDENTITY, activation_forward
 from .data import gather_csr_rows, gather_rows
 from .losses import loss_gradient, squared_norm
-from .matmul import bias_grad, dense_forward, input_grad, transpose, weight_grad
+from .matmul import bias_grad, dense_forward, input_grad, input_grad_row, transpose, weight_grad
 from .optim import adam_rate, bias_grad_adam, bias_grad_update, weight_grad_adam, weight_grad_update
 
 SGD = 0
@@ -113,16 +113,19 @@ def backward(delta, sizes, activations, hidden, deltas, transposed, params, laye
     returns the previous layer's delta, a view of `deltas`. w_at..t_at locate the layer's
     buffers as train_batch tracks them."""
     k, m = sizes[layer], sizes[layer + 1]
+    rows = delta.shape[0]
     W = params[w_at:w_at + k * m].reshape((k, m))
-    inputs = hidden[h_at:h_at + delta.shape[0] * k].reshape((delta.shape[0], k))
+    inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
+    previous_delta = deltas[d_at:d_at + rows * k].reshape((rows, k))
+    if rows == 1:
+        input_grad_row(delta, W, inputs, activations[layer - 1], previous_delta)
+        return previous_delta
     # The input gradient reads W through WT, a copy taken before W is updated.
     WT = transposed[t_at:t_at + k * m].reshape((m, k))
     if k * m >= PARALLEL_MIN_ELEMENTS:
         transpose_parallel(W, WT)
     else:
         transpose_serial(W, WT)
-    rows = delta.shape[0]
-    previous_delta = deltas[d_at:d_at + rows * k].reshape((rows, k))
     if rows * k * m >= PARALLEL_MIN_WORK:
         input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
     else:

@@ -124,6 +124,37 @@ def input_grad(dZ, WT, A, activation, out):
         backprop_rows(A, out, i, i + rows, activation, out)
 
 
+@kernel
+def input_grad_row(dZ, W, A, activation, out):
+    """out[0, k] = (dZ[0, m] @ W[k, m].T) * act'(A[0, k]) for one sample, read from W itself:
+    input_grad's bits (each element a chain of fused multiply-adds over m in order, from
+    zero) without the transpose of W, which costs more than this product at n = 1."""
+    k, m = W.shape
+    zero = out.dtype.type(0)
+    full = k - k % 8
+    # Eight rows of W at a time: eight independent chains keep the adders busy.
+    for p in range(0, full, 8):
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+        for j in range(m):
+            d = dZ[0, j]
+            s0 += d * W[p, j]
+            s1 += d * W[p + 1, j]
+            s2 += d * W[p + 2, j]
+            s3 += d * W[p + 3, j]
+            s4 += d * W[p + 4, j]
+            s5 += d * W[p + 5, j]
+            s6 += d * W[p + 6, j]
+            s7 += d * W[p + 7, j]
+        out[0, p], out[0, p + 1], out[0, p + 2], out[0, p + 3] = s0, s1, s2, s3
+        out[0, p + 4], out[0, p + 5], out[0, p + 6], out[0, p + 7] = s4, s5, s6, s7
+    for p in range(full, k):
+        total = zero
+        for j in range(m):
+            total += dZ[0, j] * W[p, j]
+        out[0, p] = total
+    backprop_rows(A, out, 0, 1, activation, out)
+
+
 @parallel_kernel
 def weight_grad(A, dZ, out):
     """out[k, m] = A[n, k].T @ dZ[n, m], summed over n in order; parallel over rows of out, so
