@@ -272,8 +272,8 @@ def test_n_threads_argument_gives_identical_results_and_restores_thread_count(re
 
 
 # ------------------------------------------------------------------------ step
-@pytest.mark.parametrize("sizes,n", [([6, 7, 5, 3], 9), ([400, 100, 40, 2], 64)],
-                         ids=["small", "parallel-kernels"])
+@pytest.mark.parametrize("sizes,n", [([6, 7, 5, 3], 9), ([400, 100, 40, 2], 64), ([6, 17, 9, 3], 1)],
+                         ids=["small", "parallel-kernels", "one-sample"])
 def test_step_gives_the_same_numbers_as_fit(sizes, n, dtype):
     # MLP.step arranges the kernels in Python, fit runs the compiled epoch loop;
     # documented to give the same numbers.
@@ -588,8 +588,8 @@ def test_epochs_match_reference_adam(loss, out, labels, adam):
     assert np.abs(net.params - start).max() > 1e-3  # training moved the parameters
 
 
-@pytest.mark.parametrize("sizes,n", [([6, 7, 5, 3], 9), ([400, 100, 40, 2], 64)],
-                         ids=["small", "parallel-kernels"])
+@pytest.mark.parametrize("sizes,n", [([6, 7, 5, 3], 9), ([400, 100, 40, 2], 64), ([6, 17, 9, 3], 1)],
+                         ids=["small", "parallel-kernels", "one-sample"])
 def test_adam_step_gives_the_same_numbers_as_fit(sizes, n, dtype):
     # step applies Adam over the flat buffers; fit's compiled loop fuses it into the
     # gradient passes. Documented to give the same numbers.
