@@ -142,9 +142,10 @@ def one_hot_labels(labels, n_classes, dtype, name="y"):
     return onehot
 
 
-def check_sample_weight(sample_weight, n_samples, dtype, allow_zero_total=False, name="sample_weight"):
-    """None, or sample_weight as a finite, non-negative C-contiguous (n_samples,) array of
-    `dtype`; a scalar gives every sample that weight."""
+def check_sample_weight(sample_weight, n_samples, dtype, allow_zero_total=False,
+                        allow_negative=False, name="sample_weight"):
+    """None, or sample_weight as a finite, non-negative (unless allow_negative) C-contiguous
+    (n_samples,) array of `dtype`; a scalar gives every sample that weight."""
     if sample_weight is None:
         return None
     array = as_numeric_array(sample_weight, name)
@@ -156,7 +157,7 @@ def check_sample_weight(sample_weight, n_samples, dtype, allow_zero_total=False,
         raise ValueError(f"{name} has {array.shape[0]} weights but X has {n_samples} samples")
     array = np.ascontiguousarray(array, dtype=dtype)
     check_finite(array, name)
-    if array.min() < 0:
+    if not allow_negative and array.min() < 0:
         raise ValueError(f"{name} holds negative values (smallest {array.min()}); weights "
                          f"must be >= 0")
     if not allow_zero_total and not array.any():

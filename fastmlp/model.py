@@ -307,9 +307,9 @@ class MLP:
         workspace.output_activation(workspace.logits, self._output_code, output)
         return output
 
-    def _backward(self, X, Y, workspace, weights=None, weight_total=None, grad_scale=1.0):
-        """Fill self._grad with grad_scale times the gradient of the (weighted) mean loss on
-        (X, Y); returns the loss."""
+    def _backward(self, X, Y, workspace, weights=None, weight_total=None):
+        """Fill self._grad with the gradient of the (weighted) mean loss on (X, Y); returns
+        the loss."""
         P = self._forward(X, workspace)
         last = self.n_layers - 1
         if weights is None:
@@ -317,7 +317,7 @@ class MLP:
         if weight_total is None:
             weight_total = float(X.shape[0])
         loss = loss_gradient(workspace.logits, P, Y, self._loss_code, self._output_code,
-                             weights, weight_total, grad_scale, workspace.deltas[last])
+                             weights, weight_total, 1.0, workspace.deltas[last])
         for layer in range(last, -1, -1):
             inputs = X if layer == 0 else workspace.hidden[layer - 1]
             delta = workspace.deltas[layer]

@@ -21,7 +21,14 @@ Where this module differs from scikit-learn, on purpose:
   them; the L-BFGS solver here minimises the former (the function its gradient
   belongs to) and reports the latter.
 - ``early_stopping`` stratifies the validation split by class for multiclass
-  targets too (scikit-learn only stratifies binary ones).
+  targets too, when every class has two samples and fits on both sides of the
+  split (scikit-learn only stratifies binary targets). The best weights it
+  restores are the best over every warm-started fit, not only the last.
+- ``loss="poisson"`` with a negative target raises a ValueError (scikit-learn
+  trains on and reports a NaN loss).
+- ``MLPRegressor(solver="lbfgs")`` has no ``partial_fit``, as for the
+  classifier (scikit-learn's regressor runs a full L-BFGS fit there).
+- A warm start keeps training in the dtype of the first fit.
 - A classifier fitted on one class (after dropping samples of weight 0) raises a
   ValueError naming the class.
 - A mini-batch whose sample weights sum to 0 makes no update.
@@ -128,10 +135,11 @@ class _BaseMLP(BaseEstimator):
         """Make the network hold coefs_ and intercepts_, which a user (or unpickling) may
         have replaced by other arrays."""
         net = self._net
-        linked = (len(self.coefs_) == len(net.weights)
-                  and all(a is b for a, b in zip(self.coefs_, net.weights))
-                  and all(a is b for a, b in zip(self.intercepts_, net.biases)))
-        if linked:
+        if len(self.coefs_) != len(net.weights) or len(self.intercepts_) != len(net.biases):
+            raise ValueError(f"coefs_ and intercepts_ must hold {len(net.weights)} arrays each, "
+                             f"got {len(self.coefs_)} and {len(self.intercepts_)}")
+        if (all(a is b for a, b in zip(self.coefs_, net.weights))
+                and all(a is b for a, b in zip(self.intercepts_, net.biases))):
             return
         for target, source in zip(net.weights + net.biases, self.coefs_ + self.intercepts_):
             source = np.asarray(source)
@@ -170,10 +178,10 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None
 
     # ------------------------------------------------------------------- input
-    def _target_dtype(self, X):
+    def _target_dtype(self, X, first_pass):
         dtype = _check_dtype(self.dtype)
-        if hasattr(self, "_net") and self._fitted_before:
-            return self._net.dtype
+        if not first_pass:
+            return self._net.dtype  # a warm start keeps training in the network's dtype
         if dtype is not None:
             return dtype
         return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
@@ -182,21 +190,14 @@ class _BaseMLP(BaseEstimator):
         """X as the kernels take it: a dense C-contiguous array, or an empty (0, n_features)
         array and the CSR triple (data, indices, indptr)."""
         if scipy.sparse.issparse(X):
+            # gather_csr_rows adds entries into zeroed rows: index order does not matter.
             X = X.tocsr()
-            if not X.has_sorted_indices:
-                X = X.sorted_indices()
             csr = (np.ascontiguousarray(X.data, dtype=dtype),
                    np.ascontiguousarray(X.indices, dtype=np.int64),
                    np.ascontiguousarray(X.indptr, dtype=np.int64))
             return np.empty((0, X.shape[1]), dtype), csr
         # validate_data has checked X's shape and finiteness already.
         return check.as_kernel_array(X, dtype), None
-
-    def _prepare_weights(self, sample_weight, n_samples, dtype):
-        if sample_weight is None:
-            return None
-        weights = check.check_sample_weight(sample_weight, n_samples, dtype)
-        return weights
 
     # ------------------------------------------------------------------- fit
     def _fit(self, X, y, sample_weight=None, incremental=False):
@@ -206,23 +207,17 @@ class _BaseMLP(BaseEstimator):
         hidden_layer_sizes = list(hidden_layer_sizes)
         if np.any(np.array(hidden_layer_sizes) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden_layer_sizes}.")
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        self._fitted_before = not first_pass
-
+        first_pass = self._first_pass(incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
-        if sample_weight is not None:
-            if isinstance(sample_weight, numbers.Number):
-                sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
-            sample_weight = np.asarray(sample_weight)
-            if sample_weight.ndim != 1 or sample_weight.shape[0] != n_samples:
-                raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected "
-                                 f"({n_samples},)!")
+        # scikit-learn accepts negative weights too; fastmlp.MLP does not.
+        weights = check.check_sample_weight(sample_weight, n_samples, np.float64,
+                                            allow_negative=True)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         labels = self.__dict__.pop("_labels", None)
         if not incremental:
-            self._check_classes_weighted(labels, sample_weight)
+            self._check_classes_weighted(labels, weights)
         layer_units = [n_features] + hidden_layer_sizes + [y.shape[1]]
         if not first_pass:
             self._sync()
@@ -230,10 +225,11 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"the fitted network has layers {list(self._net.layer_sizes)} "
                                  f"but this data and hidden_layer_sizes need {layer_units}; "
                                  f"fit without warm_start to start afresh")
-        dtype = self._target_dtype(X)
+        dtype = self._target_dtype(X, first_pass)
         X, csr = self._prepare_X(X, dtype)
         Y = np.ascontiguousarray(y, dtype=dtype)
-        weights = self._prepare_weights(sample_weight, n_samples, dtype)
+        if weights is not None:
+            weights = np.ascontiguousarray(weights, dtype=dtype)
         self.n_outputs_ = y.shape[1]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
@@ -250,19 +246,24 @@ class _BaseMLP(BaseEstimator):
     def _fit_guarded(self, X, y, sample_weight, incremental):
         """_fit, leaving the estimator as it was if it raises."""
         self._validate_params()
-        before = self._snapshot()
+        before = self._snapshot(copy_network=not self._first_pass(incremental))
         try:
             return self._fit(X, y, sample_weight=sample_weight, incremental=incremental)
         except BaseException:
             self._restore(before)
             raise
 
-    def _snapshot(self):
+    def _first_pass(self, incremental):
+        """Whether this fit starts a new network (else it trains the fitted one further)."""
+        return not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+    def _snapshot(self, copy_network=True):
         """What a failed fit must put back. Training changes the network's buffers and
-        appends to the lists in place; everything else it replaces."""
+        appends to the lists in place; everything else it replaces. A fit that starts a new
+        network leaves the old one untouched, so it need not be copied."""
         attributes = {key: list(value) if isinstance(value, list) else value
                       for key, value in self.__dict__.items()}
-        net = self.__dict__.get("_net")
+        net = self.__dict__.get("_net") if copy_network else None
         return attributes, net, None if net is None else net._state()
 
     def _restore(self, snapshot):
@@ -467,9 +468,10 @@ class _BaseMLP(BaseEstimator):
             message = result.message
             if isinstance(message, bytes):
                 message = message.decode("latin1")
+            advice = (f"\nIncrease the number of iterations to improve the convergence "
+                      f"(max_iter={self.max_iter})." if self.n_iter_ == self.max_iter else "")
             warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                          f"(status={result.status}):\n{message}.\n\nIncrease the number of "
-                          f"iterations to improve the convergence (max_iter={self.max_iter}).",
+                          f"(status={result.status}):\n{message}\n{advice}",
                           ConvergenceWarning, stacklevel=3)
         net.params[...] = result.x
         self.loss_ = float(result.fun)
@@ -487,15 +489,17 @@ class _BaseMLP(BaseEstimator):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         self._sync()
         net = self._net
+        # scikit-learn's output dtype: float64 input promotes float32 coefficients.
+        dtype = np.result_type(X.dtype, net.dtype)
         if scipy.sparse.issparse(X):
             X = X.tocsr()
-            out = np.empty((X.shape[0], net.layer_sizes[-1]), dtype=net.dtype)
+            out = np.empty((X.shape[0], net.layer_sizes[-1]), dtype=dtype)
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 stop = min(start + _PREDICT_CHUNK, X.shape[0])
                 out[start:stop] = net._predict(check.as_kernel_array(X[start:stop].toarray(),
                                                                      net.dtype))
             return out
-        return net._predict(check.as_kernel_array(X, net.dtype))
+        return net._predict(check.as_kernel_array(X, net.dtype)).astype(dtype, copy=False)
 
     def _score_with_function(self, X, y, sample_weight, score_function):
         y_pred = self._predict(X, check_input=False)
@@ -610,7 +614,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _stratify_labels(self, Y):
         if self._label_binarizer.y_type_ == "multiclass":
-            return Y.argmax(axis=1)
+            labels = Y.argmax(axis=1)
+            counts = np.bincount(labels)
+            counts = counts[counts > 0]
+            n_val = int(np.ceil(self.validation_fraction * labels.shape[0]))
+            # A stratified split needs two samples of every class and room for each on both
+            # sides; scikit-learn does not stratify multiclass targets, so neither do we then.
+            if (counts.min() < 2 or n_val < counts.shape[0]
+                    or labels.shape[0] - n_val < counts.shape[0]):
+                return None
+            return labels
         if self.n_outputs_ == 1:
             return Y[:, 0]
         return None

@@ -225,7 +225,7 @@ def test_float32_input_trains_in_float32_and_dtype_overrides():
     X, y = _digits()
     est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(np.float32), y)
     assert all(c.dtype == np.float32 for c in _all_params(est))
-    assert est.predict_proba(X).dtype == np.float32
+    assert est.predict_proba(X.astype(np.float32)).dtype == np.float32
     est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, dtype="float32").fit(X, y)
     assert all(c.dtype == np.float32 for c in _all_params(est))
     est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(int), y)
@@ -292,8 +292,8 @@ def test_failed_fit_leaves_the_estimator_as_it_was():
     before = [p.copy() for p in _all_params(est)]
     state = dict(n_iter_=est.n_iter_, loss_=est.loss_, curve=list(est.loss_curve_))
     bad_weights = np.ones(y.shape[0])
-    bad_weights[3] = -1
-    with pytest.raises(ValueError, match="negative"):
+    bad_weights[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
         est.fit(X, y, sample_weight=bad_weights)
     est.set_params(warm_start=True)
     with pytest.raises(ValueError, match="features"):
@@ -362,3 +362,43 @@ def test_missing_sklearn_gives_an_install_hint():
             "try:\n    import fastmlp.sklearn\nexcept ImportError as error:\n    print(error)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install fastmlp[sklearn]" in result.stdout
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_negative_sample_weights_train_as_sklearn_does():
+    X, y = _digits(100)
+    weights = np.random.default_rng(5).uniform(-0.5, 2, size=100)
+    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", max_iter=3, random_state=0, batch_size=20)
+    ours, theirs = _fit_both(MLPClassifier(**kwargs), SklearnClassifier(**kwargs), X, y,
+                             sample_weight=weights)
+    _assert_same_training(ours, theirs, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_with_classes_too_small_to_stratify_splits_as_sklearn_does():
+    X = np.random.default_rng(0).normal(size=(30, 4))
+    y = np.repeat(np.arange(10), 3)
+    kwargs = dict(hidden_layer_sizes=(8,), early_stopping=True, max_iter=5, random_state=0)
+    ours, theirs = _fit_both(MLPClassifier(**kwargs), SklearnClassifier(**kwargs), X, y)
+    _assert_same_training(ours, theirs, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_prediction_dtype_follows_sklearn():
+    X, y = _digits(100)
+    est = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(np.float32), y)
+    assert est.predict(X.astype(np.float32)).dtype == np.float32
+    assert est.predict(X).dtype == np.float64
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(np.float32), y)
+    assert clf.predict_proba(X).dtype == np.float64
+
+
+def test_mismatched_coefs_and_intercepts_are_an_error():
+    X, y = _digits(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1).fit(X, y)
+    est.intercepts_ = est.intercepts_[:1]
+    with pytest.raises(ValueError, match="intercepts_"):
+        est.predict(X)

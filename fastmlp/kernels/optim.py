@@ -13,6 +13,7 @@ as in PyTorch). Weight decay is L2 added to the gradient, as in SGD.
 
 import math
 
+import numpy as np
 from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
@@ -39,10 +40,12 @@ def momentum_step(grad, param, velocity, lr, momentum, weight_decay, nesterov, f
 @helper
 def adam_step(grad, param, m, v, lr, beta1, beta2, epsilon, weight_decay):
     """(parameter, first moment, second moment) after one Adam step at the step's rate lr."""
+    # One of beta1's type: the integer literal 1 would make every float32 step float64.
+    one = type(beta1)(1)
     d = grad + weight_decay * param
-    m = beta1 * m + (1 - beta1) * d
-    v = beta2 * v + (1 - beta2) * (d * d)
-    return param - lr * m / (math.sqrt(v) + epsilon), m, v
+    m = beta1 * m + (one - beta1) * d
+    v = beta2 * v + (one - beta2) * (d * d)
+    return param - lr * m / (np.sqrt(v) + epsilon), m, v
 
 
 @helper
