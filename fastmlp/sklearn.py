@@ -326,7 +326,8 @@ class _BaseMLP(BaseEstimator):
         net = self._net
         workspace = net._workspace(batch_size)
         ordered = np.empty(0, dtype=np.int64) if csr is None else sample_idx
-        optimiser = optimiser_rate = None
+        # The rate travels apart from these settings, so they hold for the whole fit.
+        optimiser = self._optimiser()
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -338,8 +339,6 @@ class _BaseMLP(BaseEstimator):
                     order = sample_idx
                 else:
                     order = ordered
-                if optimiser is None or self._learning_rate != optimiser_rate:
-                    optimiser, optimiser_rate = self._optimiser(), self._learning_rate
                 with net._threads():
                     loss_sum, penalty_sum = net._run_epoch(
                         X_train, Y_train, weights_train, order, workspace, self._learning_rate,

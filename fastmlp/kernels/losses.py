@@ -141,15 +141,15 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
     zero = dtype(0)
     value = loss_value(Z, P, Y, loss, weights, weight_total)
     # factor: d loss / d (sample i's loss) = weights[i] * factor.
-    if loss == CROSS_ENTROPY:
+    if weight_total == 0.0:
+        factor = 0.0
+    elif loss == CROSS_ENTROPY:
         factor = scale / weight_total
     elif loss == RMSE:
         # d sqrt(mse) = d mse / (2 sqrt(mse)); taken as 0 at a perfect fit.
         factor = scale / (2.0 * k * weight_total * value) if value > 0.0 else 0.0
     else:
-        factor = scale / (k * weight_total) if weight_total != 0.0 else 0.0
-    if weight_total == 0.0:
-        factor = 0.0
+        factor = scale / (k * weight_total)
     # Each sample's gradient is (its loss's gradient) * row_scale(i); one loop per form. A row
     # of scale 0 (weight 0, or a perfect RMSE fit) is 0 even where its output overflowed.
     if loss == CROSS_ENTROPY:
