@@ -150,6 +150,20 @@ def layer_offsets(sizes, rows):
 
 
 @kernel
+def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, output_activation,
+                          loss, grad_scale, params, hidden, deltas, d_at, logits, output):
+    """The forward pass on X, then grad_scale times the gradient of the loss at the output
+    layer's pre-activation into deltas from d_at; returns (the loss, that (rows, sizes[-1])
+    view of deltas)."""
+    rows = X.shape[0]
+    n_out = sizes[sizes.shape[0] - 1]
+    Z, P = forward(X, sizes, activations, output_activation, params, hidden, logits, output)
+    delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
+    value = loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
+    return value, delta
+
+
+@kernel
 def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad_scale,
                 decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                 first_step, step, params, grad, state1, state2,
@@ -188,11 +202,10 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
     lr_, momentum_, beta2_ = dtype(step_lr), dtype(momentum), dtype(beta2)
     epsilon_, decay_ = dtype(epsilon), dtype(decay)
 
-    Z, P = forward(X, sizes, activations, output_activation, params, hidden, logits, output)
-    n_out = sizes[n_layers]
-    d_at -= rows * n_out
-    delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
-    value = loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
+    d_at -= rows * sizes[n_layers]
+    value, delta = forward_loss_gradient(X, Y, weights, weight_total, sizes, activations,
+                                         output_activation, loss, grad_scale, params, hidden,
+                                         deltas, d_at, logits, output)
 
     # Backward, from the last layer down; the offsets start at the buffers' ends.
     w_at, b_at = n_weights, params.shape[0]
@@ -220,12 +233,17 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
 
 
 @kernel
-def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, batch_rows,
+def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
                  batch_X, batch_Y, batch_weights):
-    """The rows batch_rows of X (or of the CSR matrix X_data, X_indices, X_indptr when
-    X_indptr is not empty; X is then an empty (0, d) array), Y and weights, as (rows, d),
-    (rows, k) and (rows,) views of the flat batch buffers."""
-    rows = batch_rows.shape[0]
+    """The batch of rows start..start+rows-1 in `order`, as (rows, d), (rows, k) and (rows,)
+    arrays of X, Y and weights: slices of them when `order` is empty (rows in order), else the
+    rows order[start:start + rows] of X (or of the CSR matrix X_data, X_indices, X_indptr when
+    X_indptr is not empty; X is then an empty (0, d) array), Y and weights gathered into views
+    of the flat batch buffers."""
+    if order.shape[0] == 0:
+        wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
+        return X[start:start + rows], Y[start:start + rows], wb
+    batch_rows = order[start:start + rows]
     d = X.shape[1]
     k = Y.shape[1]
     Xb = batch_X[:rows * d].reshape((rows, d))
@@ -267,12 +285,8 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
     penalty_total = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        if order.shape[0] == 0:
-            Xb, Yb = X[start:start + rows], Y[start:start + rows]
-            wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
-        else:
-            Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr,
-                                      order[start:start + rows], batch_X, batch_Y, batch_weights)
+        Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
+                                  batch_X, batch_Y, batch_weights)
         value, penalty, stepped = train_batch(
             Xb, Yb, wb, sizes, activations, output_activation, loss, grad_scale,
             decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
@@ -294,8 +308,9 @@ def dataset_gradient(X, Y, weights, X_data, X_indices, X_indptr, order, weight_t
                      chunk_grad, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
                      batch_weights):
     """grad = grad_scale * the gradient of the loss over all of X (or the CSR matrix, see
-    gather_batch, whose rows `order` then lists as 0..n-1), Y and weights, each sample's weight divided by weight_total, taken
-    chunk_rows rows at a time; returns the loss (float64). The workspaces hold chunk_rows rows.
+    gather_batch, whose rows `order` then lists as 0..n-1; empty for dense X), Y and weights,
+    each sample's weight divided by weight_total, taken chunk_rows rows at a time; returns the
+    loss (float64). The workspaces hold chunk_rows rows.
 
     The loss must be a sum over samples (any but RMSE).
     """
@@ -306,20 +321,14 @@ def dataset_gradient(X, Y, weights, X_data, X_indices, X_indptr, order, weight_t
     total = 0.0
     for start in range(0, n, chunk_rows):
         rows = min(chunk_rows, n - start)
-        if X_indptr.shape[0] == 0:
-            Xb, Yb = X[start:start + rows], Y[start:start + rows]
-            wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
-        else:
-            Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr,
-                                      order[start:start + rows], batch_X, batch_Y,
-                                      batch_weights)
+        Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
+                                  batch_X, batch_Y, batch_weights)
         n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
-        Z, P = forward(Xb, sizes, activations, output_activation, params, hidden, logits, output)
-        n_out = sizes[n_layers]
-        d_at -= rows * n_out
-        delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
-        total += loss_gradient(Z, P, Yb, loss, output_activation, wb, weight_total, grad_scale,
-                               delta)
+        d_at -= rows * sizes[n_layers]
+        value, delta = forward_loss_gradient(Xb, Yb, wb, weight_total, sizes, activations,
+                                             output_activation, loss, grad_scale, params, hidden,
+                                             deltas, d_at, logits, output)
+        total += value
         w_at, b_at = n_weights, params.shape[0]
         for layer in range(n_layers - 1, -1, -1):
             k, m = sizes[layer], sizes[layer + 1]
