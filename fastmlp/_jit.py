@@ -20,6 +20,8 @@ os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 import numba  # noqa: E402
 import numba.extending  # noqa: E402
+from numba.core import cgutils, types as numba_types  # noqa: E402
+from numba.np.arrayobj import make_array, populate_array  # noqa: E402
 
 # Flags rather than fastmath=True: 'contract' gives FMA, while leaving out
 # 'nnan'/'ninf' keeps finiteness checks alive and leaving out 'reassoc' keeps
@@ -125,3 +127,62 @@ def specialise(reference):
     compiled with the same options as the kernels that call it."""
     options = dict(OPTIONS, fastmath=set(OPTIONS["fastmath"]))
     return numba.extending.overload(reference, jit_options=options)
+
+
+@numba.extending.intrinsic
+def matrix_view(typingctx, flat, start, rows, cols):
+    """flat[start:start + rows * cols] as a C-contiguous (rows, cols) array, unchecked.
+
+    `.reshape` on a slice calls into Numba's C helper library (about 20 ns), and the
+    compiled epoch loop carves a few dozen layer views from its flat buffers per step.
+    """
+    if not (isinstance(flat, numba_types.Array) and flat.ndim == 1 and flat.layout == "C"):
+        return None
+    result = flat.copy(ndim=2, layout="C")
+
+    def codegen(context, builder, signature, args):
+        flat_value, start_value, rows_value, cols_value = (
+            context.cast(builder, value, argument, numba_types.intp) if i else value
+            for i, (value, argument) in enumerate(zip(args, signature.args)))
+        source = make_array(flat)(context, builder, flat_value)
+        view = make_array(result)(context, builder)
+        itemsize = context.get_constant(
+            numba_types.intp, context.get_abi_sizeof(context.get_data_type(flat.dtype)))
+        populate_array(view, data=builder.gep(source.data, [start_value]),
+                       shape=cgutils.pack_array(builder, [rows_value, cols_value]),
+                       strides=cgutils.pack_array(builder, [builder.mul(cols_value, itemsize),
+                                                            itemsize]),
+                       itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
+        value = view._getvalue()
+        context.nrt.incref(builder, result, value)  # a new reference, as slicing returns
+        return value
+
+    return result(flat, start, rows, cols), codegen
+
+
+@numba.extending.intrinsic
+def rows_flat(typingctx, matrix, start, stop):
+    """matrix[start:stop, :] of a C-contiguous matrix as one 1-D array, unchecked: loops over
+    a block of rows then run as one loop, not one short loop (and scalar remainder) per row."""
+    if not (isinstance(matrix, numba_types.Array) and matrix.ndim == 2 and matrix.layout == "C"):
+        return None
+    result = matrix.copy(ndim=1, layout="C")
+
+    def codegen(context, builder, signature, args):
+        start_value, stop_value = (context.cast(builder, value, argument, numba_types.intp)
+                                   for value, argument in zip(args[1:], signature.args[1:]))
+        source = make_array(matrix)(context, builder, args[0])
+        view = make_array(result)(context, builder)
+        itemsize = context.get_constant(
+            numba_types.intp, context.get_abi_sizeof(context.get_data_type(matrix.dtype)))
+        cols = cgutils.unpack_tuple(builder, source.shape, 2)[1]
+        populate_array(view, data=builder.gep(source.data, [builder.mul(start_value, cols)]),
+                       shape=cgutils.pack_array(builder, [builder.mul(
+                           builder.sub(stop_value, start_value), cols)]),
+                       strides=cgutils.pack_array(builder, [itemsize]),
+                       itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
+        value = view._getvalue()
+        context.nrt.incref(builder, result, value)
+        return value
+
+    return result(matrix, start, stop), codegen

@@ -9,7 +9,7 @@ import pytest
 
 import reference as ref
 from fastmlp.kernels import optim
-from fastmlp.kernels.matmul import bias_grad, weight_grad
+from fastmlp.kernels.matmul import GRAD_CHUNK_ROWS, bias_grad, weight_grad
 from fastmlp.kernels.optim import (adam_rate, adam_update, bias_grad_adam, bias_grad_update,
                                    sgd_update, weight_grad_adam, weight_grad_update)
 
@@ -140,10 +140,16 @@ def test_weight_grad_update_equals_weight_grad_then_sgd_update_bitwise(shape, se
         for variant in (weight_grad_update.serial, weight_grad_update.parallel):
             W, velocity, out = W0.copy(), velocity0.copy(), np.empty((k, m), dtype)
             variant(A, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
-            if n > 1:  # one sample's gradient is never stored
-                assert np.array_equal(out, grad)
+            assert np.array_equal(out, grad)
             assert np.array_equal(W.reshape(-1), W_flat)
             assert np.array_equal(velocity.reshape(-1), v_flat)
+        # Serially, one block of rows is enough working space: every chunk reuses it.
+        W, velocity = W0.copy(), velocity0.copy()
+        scratch = np.empty((min(k, GRAD_CHUNK_ROWS), m), dtype)
+        weight_grad_update.serial(A, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity,
+                                  scratch)
+        assert np.array_equal(W.reshape(-1), W_flat)
+        assert np.array_equal(velocity.reshape(-1), v_flat)
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=SETTING_IDS)
@@ -321,10 +327,13 @@ def test_weight_grad_adam_equals_weight_grad_then_adam_update_bitwise(shape, set
     W_flat, m_flat, v_flat = W0.copy().reshape(-1), m0.copy().reshape(-1), v0.copy().reshape(-1)
     adam_update.serial(grad.reshape(-1), k * m, rate, s(beta1), s(beta2), s(epsilon),
                        s(weight_decay), W_flat, m_flat, v_flat)
-    for variant in (weight_grad_adam.serial, weight_grad_adam.parallel):
-        W, m1, v1, out = W0.copy(), m0.copy(), v0.copy(), np.empty((k, m), dtype)
+    scratch = np.empty((min(k, GRAD_CHUNK_ROWS), m), dtype)
+    for variant, out in ((weight_grad_adam.serial, np.empty((k, m), dtype)),
+                         (weight_grad_adam.parallel, np.empty((k, m), dtype)),
+                         (weight_grad_adam.serial, scratch)):
+        W, m1, v1 = W0.copy(), m0.copy(), v0.copy()
         variant(A, dZ, rate, s(beta1), s(beta2), s(epsilon), s(weight_decay), W, m1, v1, out)
-        if n > 1:  # one sample's gradient is never stored
+        if out is not scratch:
             assert np.array_equal(out, grad)
         assert np.array_equal(W.reshape(-1), W_flat)
         assert np.array_equal(m1.reshape(-1), m_flat)

@@ -30,6 +30,16 @@ def row_edge_tile(X, W, i, j, width, out):
 
 
 @numba.njit
+def row_half_tile(X, W, i, j, width, out):
+    vector.accumulate_row_half_tile(X, W, i, j, width, 0, X.shape[1], out)
+
+
+@numba.njit
+def row_narrow_tile(X, W, i, j, width, out):
+    vector.accumulate_row_narrow_tile(X, W, i, j, width, 0, X.shape[1], out)
+
+
+@numba.njit
 def chunked_tile(X, W, i, j, start, stop, out):
     vector.accumulate_tile(X, W, i, j, 0, start, stop, out)
 
@@ -64,11 +74,13 @@ def test_full_tile_adds_its_rows_and_columns_of_the_product_and_nothing_else(k, 
     assert np.array_equal(out[outside], before[outside])
 
 
-@pytest.mark.parametrize("width", [1, 3, 16, 17, 31])
+@pytest.mark.parametrize("width", [1, 3, 16, 17, 31, 63, 100])
 def test_edge_tiles_touch_only_their_width(width, dtype, rng):
     k = 7
     for kernel, rows, most in ((edge_tile, vector.TILE_ROWS, vector.TILE_VECTORS),
-                               (row_edge_tile, 1, vector.ROW_TILE_VECTORS)):
+                               (row_edge_tile, 1, vector.ROW_TILE_VECTORS),
+                               (row_half_tile, 1, vector.ROW_TILE_VECTORS // 2),
+                               (row_narrow_tile, 1, 1)):
         width_here = min(width, most * lanes(dtype))
         X = rng.normal(size=(rows, k)).astype(dtype)
         # W and out end exactly at the tile's last column: a load or store past it would
@@ -125,8 +137,9 @@ def test_a_tile_over_a_depth_range_sums_only_that_range_and_chunks_chain_exactly
     assert np.array_equal(whole, pieces)
 
 
-def test_tile_shape_fits_the_register_file():
+def test_tile_shapes_fit_the_register_file():
     registers = 32 if vector.VECTOR_BYTES == 64 else 16
     # accumulators + one broadcast per row + one loaded vector of W per tile vector
     used = vector.TILE_ROWS * vector.TILE_VECTORS + vector.TILE_ROWS + vector.TILE_VECTORS
     assert used <= registers or vector.VECTOR_BYTES == 16
+    assert 2 * vector.ROW_TILE_VECTORS + 1 <= registers or vector.VECTOR_BYTES == 16

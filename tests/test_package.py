@@ -1,10 +1,12 @@
 """The package around the kernels: import hygiene, the JIT cache set-up, the demo data set
 and the `fastmlp demo` command."""
 
+import gc
 import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -131,3 +133,26 @@ def test_openmp_spin_count_gets_a_default_and_keeps_a_users_value():
     users = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=env, check=True)
     assert users.stdout.strip() == "123"
+
+
+@numba.njit
+def _views(flat, start, rows, cols, matrix, first, last):
+    return _jit.matrix_view(flat, start, rows, cols), _jit.rows_flat(matrix, first, last)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_view_intrinsics_are_writable_views_like_the_slices_they_replace(dtype):
+    flat = np.arange(40, dtype=dtype)
+    matrix = np.arange(42, dtype=dtype).reshape(7, 6)
+    view, rows = _views(flat, 5, 3, 4, matrix, 2, 5)
+    assert view.shape == (3, 4) and view.flags.c_contiguous
+    assert np.array_equal(view, flat[5:17].reshape(3, 4))
+    assert rows.shape == (18,) and np.array_equal(rows, matrix[2:5].reshape(-1))
+    view[1, 2] = -1
+    rows[0] = -2
+    assert flat[5 + 4 + 2] == -1 and matrix[2, 0] == -2
+    expected_view, expected_rows = view.copy(), rows.copy()
+    del flat, matrix
+    gc.collect()
+    # The views hold references to their buffers, which outlive the names.
+    assert np.array_equal(view, expected_view) and np.array_equal(rows, expected_rows)

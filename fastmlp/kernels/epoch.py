@@ -12,11 +12,12 @@ and `step` the 1-based number of the step being taken.
 
 import numpy as np
 
-from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel
+from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel, matrix_view
 from .activations import IDENTITY, activation_forward
 from .data import gather_csr_rows, gather_rows
 from .losses import loss_gradient, squared_norm
-from .matmul import bias_grad, dense_forward, input_grad, input_grad_row, transpose, weight_grad
+from .matmul import (GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, input_grad_row, transpose,
+                     weight_grad)
 from .optim import adam_rate, bias_grad_adam, bias_grad_update, weight_grad_adam, weight_grad_update
 
 SGD = 0
@@ -47,7 +48,8 @@ def forward_layer(inputs, W, b, activation, out):
 def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                  first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
     """The optimiser's step on W and b from the gradients inputs.T @ delta and the column
-    sums of delta (W_grad: working space; b_grad: the bias gradient); serial or parallel by size."""
+    sums of delta (W_grad: working space, its first rows only when serial; b_grad: the bias
+    gradient); serial or parallel by size."""
     parallel = inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK
     if optimizer == ADAM:
         if parallel:
@@ -55,7 +57,7 @@ def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_
                                       W, W_state1, W_state2, W_grad)
         else:
             weight_grad_adam_serial(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
-                                    W, W_state1, W_state2, W_grad)
+                                    W, W_state1, W_state2, W_grad[:GRAD_CHUNK_ROWS])
         bias_grad_adam(delta, lr, momentum, beta2, epsilon, b, b_state1, b_state2, b_grad)
         return
     if parallel:
@@ -63,7 +65,7 @@ def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_
                                     first_step, W, W_state1, W_grad)
     else:
         weight_grad_update_serial(inputs, delta, lr, momentum, weight_decay, nesterov,
-                                  first_step, W, W_state1, W_grad)
+                                  first_step, W, W_state1, W_grad[:GRAD_CHUNK_ROWS])
     bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
 
 
@@ -78,19 +80,19 @@ def forward(X, sizes, activations, output_activation, params, hidden, logits, ou
     for layer in range(n_layers):
         n_weights += sizes[layer] * sizes[layer + 1]
     n_out = sizes[n_layers]
-    Z = logits[:rows * n_out].reshape((rows, n_out))
+    Z = matrix_view(logits, 0, rows, n_out)
     w_at, b_at, h_at = 0, n_weights, 0
     for layer in range(n_layers):
         k, m = sizes[layer], sizes[layer + 1]
-        W = params[w_at:w_at + k * m].reshape((k, m))
+        W = matrix_view(params, w_at, k, m)
         b = params[b_at:b_at + m]
         last = layer == n_layers - 1
-        out = Z if last else hidden[h_at:h_at + rows * m].reshape((rows, m))
+        out = Z if last else matrix_view(hidden, h_at, rows, m)
         activation = IDENTITY if last else activations[layer]
         if layer == 0:
             forward_layer(X, W, b, activation, out)
         else:
-            previous = hidden[h_at - rows * k:h_at].reshape((rows, k))
+            previous = matrix_view(hidden, h_at - rows * k, rows, k)
             forward_layer(previous, W, b, activation, out)
         w_at += k * m
         b_at += m
@@ -98,7 +100,7 @@ def forward(X, sizes, activations, output_activation, params, hidden, logits, ou
             h_at += rows * m
     P = Z
     if output_activation != IDENTITY:
-        P = output[:rows * n_out].reshape((rows, n_out))
+        P = matrix_view(output, 0, rows, n_out)
         if rows * n_out >= PARALLEL_MIN_ELEMENTS:
             activation_forward_parallel(Z, output_activation, P)
         else:
@@ -114,14 +116,14 @@ def backward(delta, sizes, activations, hidden, deltas, transposed, params, laye
     buffers as train_batch tracks them."""
     k, m = sizes[layer], sizes[layer + 1]
     rows = delta.shape[0]
-    W = params[w_at:w_at + k * m].reshape((k, m))
-    inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
-    previous_delta = deltas[d_at:d_at + rows * k].reshape((rows, k))
+    W = matrix_view(params, w_at, k, m)
+    inputs = matrix_view(hidden, h_at, rows, k)
+    previous_delta = matrix_view(deltas, d_at, rows, k)
     if rows == 1:
         input_grad_row(delta, W, inputs, activations[layer - 1], previous_delta)
         return previous_delta
     # The input gradient reads W through WT, a copy taken before W is updated.
-    WT = transposed[t_at:t_at + k * m].reshape((m, k))
+    WT = matrix_view(transposed, t_at, m, k)
     if k * m >= PARALLEL_MIN_ELEMENTS:
         transpose_parallel(W, WT)
     else:
@@ -158,7 +160,7 @@ def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, outpu
     rows = X.shape[0]
     n_out = sizes[sizes.shape[0] - 1]
     Z, P = forward(X, sizes, activations, output_activation, params, hidden, logits, output)
-    delta = deltas[d_at:d_at + rows * n_out].reshape((rows, n_out))
+    delta = matrix_view(deltas, d_at, rows, n_out)
     value = loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
     return value, delta
 
@@ -219,15 +221,15 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
             h_at -= rows * k
             t_at -= k * m
             d_at -= rows * k
-            inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
+            inputs = matrix_view(hidden, h_at, rows, k)
             previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
                                       params, layer, w_at, h_at, d_at, t_at)
         update_layer(inputs, delta, optimizer, lr_, momentum_, beta2_, epsilon_, decay_, nesterov,
                      first_step,
-                     params[w_at:w_at + k * m].reshape((k, m)), params[b_at:b_at + m],
-                     state1[w_at:w_at + k * m].reshape((k, m)), state1[b_at:b_at + m],
-                     state2[w_at:w_at + k * m].reshape((k, m)), state2[b_at:b_at + m],
-                     grad[w_at:w_at + k * m].reshape((k, m)), grad[b_at:b_at + m])
+                     matrix_view(params, w_at, k, m), params[b_at:b_at + m],
+                     matrix_view(state1, w_at, k, m), state1[b_at:b_at + m],
+                     matrix_view(state2, w_at, k, m), state2[b_at:b_at + m],
+                     matrix_view(grad, w_at, k, m), grad[b_at:b_at + m])
         delta = previous_delta
     return value, penalty, True
 
@@ -246,8 +248,8 @@ def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
     batch_rows = order[start:start + rows]
     d = X.shape[1]
     k = Y.shape[1]
-    Xb = batch_X[:rows * d].reshape((rows, d))
-    Yb = batch_Y[:rows * k].reshape((rows, k))
+    Xb = matrix_view(batch_X, 0, rows, d)
+    Yb = matrix_view(batch_Y, 0, rows, k)
     if X_indptr.shape[0] > 0:
         if rows * d >= PARALLEL_MIN_ELEMENTS:
             gather_csr_rows_parallel(X_data, X_indices, X_indptr, batch_rows, Xb)
@@ -340,10 +342,10 @@ def dataset_gradient(X, Y, weights, X_data, X_indices, X_indptr, order, weight_t
                 h_at -= rows * k
                 t_at -= k * m
                 d_at -= rows * k
-                inputs = hidden[h_at:h_at + rows * k].reshape((rows, k))
+                inputs = matrix_view(hidden, h_at, rows, k)
                 previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
                                           params, layer, w_at, h_at, d_at, t_at)
-            W_grad = chunk_grad[w_at:w_at + k * m].reshape((k, m))
+            W_grad = matrix_view(chunk_grad, w_at, k, m)
             if rows * k * m >= PARALLEL_MIN_WORK:
                 weight_grad_parallel(inputs, delta, W_grad)
             else:

@@ -12,9 +12,35 @@ from numba import prange
 from .._jit import helper, kernel, parallel_kernel
 from .activations import activate_rows, backprop_rows
 from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
-                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_tile,
-                     accumulate_tile, product_edge_tile, product_narrow_tile, product_row_edge_tile,
-                     product_row_tile, product_tile)
+                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_half_tile,
+                     accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
+                     product_edge_tile, product_narrow_tile, product_row_edge_tile,
+                     product_row_half_tile, product_row_narrow_tile, product_row_tile, product_tile)
+
+
+@helper
+def accumulate_row_edge(X, W, r, j, width, k, out):
+    """out[r, j:j+width] += X[r, :k] @ W[:k, j:j+width] for width < a row tile, on the
+    narrowest masked row tile that covers it."""
+    lanes = VECTOR_BYTES // out.itemsize
+    if width <= lanes:
+        accumulate_row_narrow_tile(X, W, r, j, width, 0, k, out)
+    elif width <= ROW_TILE_VECTORS // 2 * lanes:
+        accumulate_row_half_tile(X, W, r, j, width, 0, k, out)
+    else:
+        accumulate_row_edge_tile(X, W, r, j, width, 0, k, out)
+
+
+@helper
+def product_row_edge(X, W, r, j, width, k, out):
+    """accumulate_row_edge from zero, assigning."""
+    lanes = VECTOR_BYTES // out.itemsize
+    if width <= lanes:
+        product_row_narrow_tile(X, W, r, j, width, 0, k, out)
+    elif width <= ROW_TILE_VECTORS // 2 * lanes:
+        product_row_half_tile(X, W, r, j, width, 0, k, out)
+    else:
+        product_row_edge_tile(X, W, r, j, width, 0, k, out)
 
 
 @helper
@@ -39,7 +65,7 @@ def accumulate_block(X, W, i, rows, out):
             for j in range(0, row_full, row_width):
                 accumulate_row_tile(X, W, r, j, row_width, 0, k, out)
             if row_full < m:
-                accumulate_row_edge_tile(X, W, r, row_full, m - row_full, 0, k, out)
+                accumulate_row_edge(X, W, r, row_full, m - row_full, k, out)
 
 
 @helper
@@ -66,7 +92,7 @@ def product_block(X, W, i, rows, out):
             for j in range(0, row_full, row_width):
                 product_row_tile(X, W, r, j, row_width, 0, k, out)
             if row_full < m:
-                product_row_edge_tile(X, W, r, row_full, m - row_full, 0, k, out)
+                product_row_edge(X, W, r, row_full, m - row_full, k, out)
 
 
 # Rows of the weight gradient per parallel chunk: two tile blocks, so each strip of dZ the

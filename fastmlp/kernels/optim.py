@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .._jit import helper, kernel, parallel_kernel
+from .._jit import helper, kernel, parallel_kernel, rows_flat
 from .matmul import GRAD_CHUNK_ROWS, bias_grad, product_rows
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
@@ -61,70 +61,11 @@ def sgd_step_flat(grad, lr, momentum, weight_decay, nesterov, first_step, params
 
 
 @helper
-def sgd_step_rows(G, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V):
-    """The step on rows start..stop-1 of the 2-D arrays W, V from G."""
-    m = W.shape[1]
-    for r in range(start, stop):
-        if momentum == 0:
-            for j in range(m):
-                W[r, j] = plain_step(G[r, j], W[r, j], lr, weight_decay)
-        else:
-            for j in range(m):
-                W[r, j], V[r, j] = momentum_step(G[r, j], W[r, j], V[r, j], lr, momentum,
-                                                 weight_decay, nesterov, first_step)
-
-
-@helper
 def adam_step_flat(grad, lr, beta1, beta2, epsilon, weight_decay, params, m, v):
     """The Adam step on every element of the 1-D arrays params, m, v."""
     for i in range(params.shape[0]):
         params[i], m[i], v[i] = adam_step(grad[i], params[i], m[i], v[i], lr, beta1, beta2,
                                           epsilon, weight_decay)
-
-
-@helper
-def adam_step_rows(G, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M, V):
-    """The Adam step on rows start..stop-1 of the 2-D arrays W, M, V from G."""
-    for r in range(start, stop):
-        for j in range(W.shape[1]):
-            W[r, j], M[r, j], V[r, j] = adam_step(G[r, j], W[r, j], M[r, j], V[r, j], lr, beta1,
-                                                  beta2, epsilon, weight_decay)
-
-
-@helper
-def outer_sgd_rows(A, dZ, start, stop, lr, momentum, weight_decay, nesterov, first_step, W, V, out):
-    """The SGD step on rows start..stop-1 of W, V from a one-sample weight gradient, row r
-    being A[0, r] * dZ[0, m] (the value the tile's fused multiply-add from zero gives).
-
-    Each row of the gradient is written to out[start] and read back: a product passed on in
-    registers could be contracted into the step's multiply-add, giving other bits than the
-    stored gradient does, and storing every row would stream the whole gradient through memory.
-    """
-    m = W.shape[1]
-    for r in range(start, stop):
-        a = A[0, r]
-        for j in range(m):
-            out[start, j] = a * dZ[0, j]
-        if momentum == 0:
-            for j in range(m):
-                W[r, j] = plain_step(out[start, j], W[r, j], lr, weight_decay)
-        else:
-            for j in range(m):
-                W[r, j], V[r, j] = momentum_step(out[start, j], W[r, j], V[r, j], lr, momentum,
-                                                 weight_decay, nesterov, first_step)
-
-
-@helper
-def outer_adam_rows(A, dZ, start, stop, lr, beta1, beta2, epsilon, weight_decay, W, M, V, out):
-    """outer_sgd_rows for Adam."""
-    m = W.shape[1]
-    for r in range(start, stop):
-        a = A[0, r]
-        for j in range(m):
-            out[start, j] = a * dZ[0, j]
-        for j in range(m):
-            W[r, j], M[r, j], V[r, j] = adam_step(out[start, j], W[r, j], M[r, j], V[r, j], lr,
-                                                  beta1, beta2, epsilon, weight_decay)
 
 
 @parallel_kernel
@@ -146,21 +87,21 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
 @parallel_kernel
 def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
     """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
-    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache. out[k, m]
-    is working space: the gradient passes through it (for one sample, n = 1, a row at a time)."""
+    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache.
+
+    out is working space the gradient passes through: (k, m), a block of rows per chunk, or for
+    the serial kernel (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the
+    whole gradient's trip through L2 (784x256 at one sample: 20 µs became 17).
+    """
     AT = A.T
     k = A.shape[1]
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        if A.shape[0] == 1:
-            # One sample: the gradient is an outer product, stepped in the same pass.
-            outer_sgd_rows(A, dZ, p, stop, lr, momentum, weight_decay, nesterov, first_step,
-                           W, velocity, out)
-        else:
-            product_rows(AT, dZ, p, stop, out)
-            sgd_step_rows(out, p, stop, lr, momentum, weight_decay, nesterov, first_step,
-                          W, velocity)
+        at = p if out.shape[0] >= k else 0
+        product_rows(AT[p:stop], dZ, 0, stop - p, out[at:])
+        sgd_step_flat(rows_flat(out, at, at + stop - p), lr, momentum, weight_decay, nesterov,
+                      first_step, rows_flat(W, p, stop), rows_flat(velocity, p, stop))
 
 
 @kernel
@@ -190,18 +131,17 @@ def adam_update(grad, n_decayed, lr, beta1, beta2, epsilon, weight_decay, params
 @parallel_kernel
 def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out):
     """The Adam step on W[k, m], m[k, m], v[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
-    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time; out[k, m] is working space, as
-    in weight_grad_update."""
+    (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time; out is working space, as in
+    weight_grad_update."""
     AT = A.T
     k = A.shape[1]
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        if A.shape[0] == 1:
-            outer_adam_rows(A, dZ, p, stop, lr, beta1, beta2, epsilon, weight_decay, W, m, v, out)
-        else:
-            product_rows(AT, dZ, p, stop, out)
-            adam_step_rows(out, p, stop, lr, beta1, beta2, epsilon, weight_decay, W, m, v)
+        at = p if out.shape[0] >= k else 0
+        product_rows(AT[p:stop], dZ, 0, stop - p, out[at:])
+        adam_step_flat(rows_flat(out, at, at + stop - p), lr, beta1, beta2, epsilon, weight_decay,
+                       rows_flat(W, p, stop), rows_flat(m, p, stop), rows_flat(v, p, stop))
 
 
 @kernel
