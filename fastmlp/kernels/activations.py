@@ -12,7 +12,7 @@ which used to cost more than the arithmetic on rows of a hundred elements.
 
 from numba import prange
 
-from .._jit import helper, parallel_kernel
+from .._jit import helper, parallel_kernel, rows_flat
 from .functions import exp, sigmoid, tanh
 
 IDENTITY = 0
@@ -31,24 +31,8 @@ def activate_rows(Z, start, stop, activation, out):
     """out[i, m] = act(Z[i, m]) for start <= i < stop; softmax normalises each row. `out` may be `Z`."""
     m = Z.shape[1]
     zero = out.dtype.type(0)
-    slope = out.dtype.type(LEAKY_RELU_SLOPE)
-    for i in range(start, stop):
-        if activation == IDENTITY:
-            for j in range(m):
-                out[i, j] = Z[i, j]
-        elif activation == SIGMOID:
-            for j in range(m):
-                out[i, j] = sigmoid(Z[i, j])
-        elif activation == TANH:
-            for j in range(m):
-                out[i, j] = tanh(Z[i, j])
-        elif activation == RELU:
-            for j in range(m):
-                out[i, j] = max(Z[i, j], zero)
-        elif activation == LEAKY_RELU:
-            for j in range(m):
-                out[i, j] = Z[i, j] if Z[i, j] > zero else slope * Z[i, j]
-        elif activation == SOFTMAX:
+    if activation == SOFTMAX:
+        for i in range(start, stop):
             largest = Z[i, 0]
             for j in range(1, m):
                 largest = max(largest, Z[i, j])
@@ -59,9 +43,31 @@ def activate_rows(Z, start, stop, activation, out):
                 total += out[i, j]
             for j in range(m):
                 out[i, j] = out[i, j] / total
-        elif activation == EXP:
-            for j in range(m):
-                out[i, j] = exp(Z[i, j])
+        return
+    # Elementwise: the rows are one contiguous block, taken in one loop. A loop per row leaves
+    # each row's last elements to scalar code (sigmoid on 32 x 14: 1.27 ns an element row by
+    # row, 0.20 as one block).
+    z = rows_flat(Z, start, stop)
+    o = rows_flat(out, start, stop)
+    slope = out.dtype.type(LEAKY_RELU_SLOPE)
+    if activation == IDENTITY:
+        for e in range(z.shape[0]):
+            o[e] = z[e]
+    elif activation == SIGMOID:
+        for e in range(z.shape[0]):
+            o[e] = sigmoid(z[e])
+    elif activation == TANH:
+        for e in range(z.shape[0]):
+            o[e] = tanh(z[e])
+    elif activation == RELU:
+        for e in range(z.shape[0]):
+            o[e] = max(z[e], zero)
+    elif activation == LEAKY_RELU:
+        for e in range(z.shape[0]):
+            o[e] = z[e] if z[e] > zero else slope * z[e]
+    elif activation == EXP:
+        for e in range(z.shape[0]):
+            o[e] = exp(z[e])
 
 
 @helper
@@ -70,33 +76,38 @@ def backprop_rows(A, G, start, stop, activation, out):
     softmax uses its Jacobian. `out` may be `G`."""
     m = A.shape[1]
     zero = out.dtype.type(0)
-    one = out.dtype.type(1)
-    slope = out.dtype.type(LEAKY_RELU_SLOPE)
-    for i in range(start, stop):
-        if activation == IDENTITY:
-            for j in range(m):
-                out[i, j] = G[i, j]
-        elif activation == SIGMOID:
-            for j in range(m):
-                out[i, j] = G[i, j] * (A[i, j] * (one - A[i, j]))
-        elif activation == TANH:
-            for j in range(m):
-                out[i, j] = G[i, j] * (one - A[i, j] * A[i, j])
-        elif activation == RELU:
-            for j in range(m):
-                out[i, j] = G[i, j] if A[i, j] > zero else zero
-        elif activation == LEAKY_RELU:
-            for j in range(m):
-                out[i, j] = G[i, j] if A[i, j] > zero else slope * G[i, j]
-        elif activation == SOFTMAX:
+    if activation == SOFTMAX:
+        for i in range(start, stop):
             dot = zero
             for j in range(m):
                 dot += G[i, j] * A[i, j]
             for j in range(m):
                 out[i, j] = A[i, j] * (G[i, j] - dot)
-        elif activation == EXP:
-            for j in range(m):
-                out[i, j] = G[i, j] * A[i, j]
+        return
+    # Elementwise, in one loop over the block, as in activate_rows.
+    a = rows_flat(A, start, stop)
+    g = rows_flat(G, start, stop)
+    o = rows_flat(out, start, stop)
+    one = out.dtype.type(1)
+    slope = out.dtype.type(LEAKY_RELU_SLOPE)
+    if activation == IDENTITY:
+        for e in range(a.shape[0]):
+            o[e] = g[e]
+    elif activation == SIGMOID:
+        for e in range(a.shape[0]):
+            o[e] = g[e] * (a[e] * (one - a[e]))
+    elif activation == TANH:
+        for e in range(a.shape[0]):
+            o[e] = g[e] * (one - a[e] * a[e])
+    elif activation == RELU:
+        for e in range(a.shape[0]):
+            o[e] = g[e] if a[e] > zero else zero
+    elif activation == LEAKY_RELU:
+        for e in range(a.shape[0]):
+            o[e] = g[e] if a[e] > zero else slope * g[e]
+    elif activation == EXP:
+        for e in range(a.shape[0]):
+            o[e] = g[e] * a[e]
 
 
 # Rows per call of the row helpers: each call costs a few reference-count operations.
