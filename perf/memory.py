@@ -10,9 +10,8 @@ is timed) that makes 20,000 samples of synthetic data, builds
 
 - peak RSS of the whole process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) before and after
   it, i.e. whether training E epochs raised the high-water mark;
-- blocks allocated by Numba's runtime inside the compiled code (``NUMBA_NRT_STATS=1``; an array
-  passed in from Python counts one each call, so a constant per ``fit`` call is expected and
-  anything per step would show as thousands);
+- blocks allocated by Numba's runtime (``NUMBA_NRT_STATS=1``): fastmlp's kernels run without
+  it, so 0 is expected; anything per step would show as thousands;
 - the peak of Python-level allocations during the fit (``tracemalloc``), which includes the
   per-epoch history lists and the per-call validation.
 

@@ -156,3 +156,10 @@ def test_view_intrinsics_are_writable_views_like_the_slices_they_replace(dtype):
     gc.collect()
     # The views hold references to their buffers, which outlive the names.
     assert np.array_equal(view, expected_view) and np.array_equal(rows, expected_rows)
+
+
+def test_kernels_are_compiled_without_reference_counting():
+    # Kernels allocate nothing and return no arrays; reference counts would only cost atomics.
+    assert _jit.OPTIONS["_nrt"] is False
+    assert dense_forward.serial.targetoptions["_nrt"] is False
+    assert dense_forward.parallel.targetoptions["_nrt"] is False

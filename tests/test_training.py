@@ -260,7 +260,7 @@ def test_training_allocates_nothing_per_step(optimizer, tmp_path):
     half, full, again = json.loads(done.stdout.strip().splitlines()[-1])
     assert full == again  # deterministic counts, so the comparison below means something
     assert full == half  # 200 steps allocate as much as 400: nothing per step
-    assert full[0] < 100  # a few per call (arrays passed in), not per step
+    assert full[0] < 100  # at most a few per call (kernels run without the runtime: 0)
 
 
 def train_shapes(dtype, optimizer="sgd"):

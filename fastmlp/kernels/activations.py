@@ -4,10 +4,8 @@ Derivatives are taken from the activation's *output* ``a``, which is what
 backpropagation keeps: sigmoid' = a(1 - a), tanh' = 1 - a^2, exp' = a, and for the
 ReLU family the sign of ``a`` equals the sign of its input.
 
-Helpers here and in the other kernel modules index rows as ``A[i, j]`` rather
-than through row views ``A[i]``: each view made inside a loop costs a
-reference-count round trip (two atomic operations) that Numba does not remove,
-which used to cost more than the arithmetic on rows of a hundred elements.
+Elementwise activations run over a block of rows as one flat loop; softmax, which
+needs whole rows, indexes them as ``A[i, j]``.
 """
 
 from numba import prange
@@ -110,7 +108,7 @@ def backprop_rows(A, G, start, stop, activation, out):
             o[e] = g[e] * a[e]
 
 
-# Rows per call of the row helpers: each call costs a few reference-count operations.
+# Rows per call of the row helpers in the parallel loops.
 ROW_BLOCK = 16
 
 

@@ -12,7 +12,7 @@ and `step` the 1-based number of the step being taken.
 
 import numpy as np
 
-from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, kernel, matrix_view
+from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, helper, kernel, matrix_view
 from .activations import IDENTITY, activation_forward
 from .data import gather_csr_rows, gather_rows
 from .losses import loss_gradient, squared_norm
@@ -69,7 +69,7 @@ def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_
     bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
 
 
-@kernel
+@helper
 def forward(X, sizes, activations, output_activation, params, hidden, logits, output):
     """The forward pass on X[rows, sizes[0]]: hidden layers into `hidden`, the last layer's
     pre-activation into `logits` and its activation into `output` (when not the identity);
@@ -108,7 +108,7 @@ def forward(X, sizes, activations, output_activation, params, hidden, logits, ou
     return Z, P
 
 
-@kernel
+@helper
 def backward(delta, sizes, activations, hidden, deltas, transposed, params, layer,
              w_at, h_at, d_at, t_at):
     """Propagate delta (the gradient at layer `layer`'s pre-activation) one layer down:
@@ -151,7 +151,7 @@ def layer_offsets(sizes, rows):
     return n_weights, n_hidden, n_deltas, n_transposed
 
 
-@kernel
+@helper
 def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, output_activation,
                           loss, grad_scale, params, hidden, deltas, d_at, logits, output):
     """The forward pass on X, then grad_scale times the gradient of the loss at the output
@@ -234,7 +234,7 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
     return value, penalty, True
 
 
-@kernel
+@helper
 def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
                  batch_X, batch_Y, batch_weights):
     """The batch of rows start..start+rows-1 in `order`, as (rows, d), (rows, k) and (rows,)
