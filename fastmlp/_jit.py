@@ -136,6 +136,26 @@ def specialise(reference):
     return numba.extending.overload(reference, jit_options=options)
 
 
+def _contiguous_view(context, builder, source_type, source_value, result_type, offset, shape):
+    """Codegen of a C-contiguous view of `shape` (LLVM intp values) on the array source_value,
+    starting `offset` elements into its data; a new reference, as slicing returns."""
+    source = make_array(source_type)(context, builder, source_value)
+    view = make_array(result_type)(context, builder)
+    itemsize = context.get_constant(
+        numba_types.intp, context.get_abi_sizeof(context.get_data_type(source_type.dtype)))
+    strides = [itemsize]
+    for extent in reversed(shape[1:]):
+        strides.insert(0, builder.mul(extent, strides[0]))
+    populate_array(view, data=builder.gep(source.data, [offset]),
+                   shape=cgutils.pack_array(builder, shape),
+                   strides=cgutils.pack_array(builder, strides),
+                   itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
+    value = view._getvalue()
+    if context.enable_nrt:
+        context.nrt.incref(builder, result_type, value)
+    return value
+
+
 @numba.extending.intrinsic
 def matrix_view(typingctx, flat, start, rows, cols):
     """flat[start:start + rows * cols] as a C-contiguous (rows, cols) array, unchecked.
@@ -148,22 +168,11 @@ def matrix_view(typingctx, flat, start, rows, cols):
     result = flat.copy(ndim=2, layout="C")
 
     def codegen(context, builder, signature, args):
-        flat_value, start_value, rows_value, cols_value = (
-            context.cast(builder, value, argument, numba_types.intp) if i else value
-            for i, (value, argument) in enumerate(zip(args, signature.args)))
-        source = make_array(flat)(context, builder, flat_value)
-        view = make_array(result)(context, builder)
-        itemsize = context.get_constant(
-            numba_types.intp, context.get_abi_sizeof(context.get_data_type(flat.dtype)))
-        populate_array(view, data=builder.gep(source.data, [start_value]),
-                       shape=cgutils.pack_array(builder, [rows_value, cols_value]),
-                       strides=cgutils.pack_array(builder, [builder.mul(cols_value, itemsize),
-                                                            itemsize]),
-                       itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
-        value = view._getvalue()
-        if context.enable_nrt:  # a new reference, as slicing returns
-            context.nrt.incref(builder, result, value)
-        return value
+        start_value, rows_value, cols_value = (
+            context.cast(builder, value, argument, numba_types.intp)
+            for value, argument in zip(args[1:], signature.args[1:]))
+        return _contiguous_view(context, builder, flat, args[0], result, start_value,
+                                [rows_value, cols_value])
 
     return result(flat, start, rows, cols), codegen
 
@@ -179,19 +188,9 @@ def rows_flat(typingctx, matrix, start, stop):
     def codegen(context, builder, signature, args):
         start_value, stop_value = (context.cast(builder, value, argument, numba_types.intp)
                                    for value, argument in zip(args[1:], signature.args[1:]))
-        source = make_array(matrix)(context, builder, args[0])
-        view = make_array(result)(context, builder)
-        itemsize = context.get_constant(
-            numba_types.intp, context.get_abi_sizeof(context.get_data_type(matrix.dtype)))
-        cols = cgutils.unpack_tuple(builder, source.shape, 2)[1]
-        populate_array(view, data=builder.gep(source.data, [builder.mul(start_value, cols)]),
-                       shape=cgutils.pack_array(builder, [builder.mul(
-                           builder.sub(stop_value, start_value), cols)]),
-                       strides=cgutils.pack_array(builder, [itemsize]),
-                       itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
-        value = view._getvalue()
-        if context.enable_nrt:
-            context.nrt.incref(builder, result, value)
-        return value
+        cols = cgutils.unpack_tuple(builder, make_array(matrix)(context, builder, args[0]).shape, 2)[1]
+        return _contiguous_view(context, builder, matrix, args[0], result,
+                                builder.mul(start_value, cols),
+                                [builder.mul(builder.sub(stop_value, start_value), cols)])
 
     return result(matrix, start, stop), codegen

@@ -84,6 +84,16 @@ def sgd_update(grad, n_decayed, lr, momentum, weight_decay, nesterov, first_step
                       params[split:stop], velocity[split:stop])
 
 
+@helper
+def gradient_block(AT, dZ, start, stop, out):
+    """Rows start..stop-1 of the weight gradient AT @ dZ into the working space out: at those
+    rows when out has all of AT's, else from row 0 (the serial kernels' one block); returns
+    the row of out they start at."""
+    at = start if out.shape[0] >= AT.shape[0] else 0
+    product_rows(AT[start:stop], dZ, 0, stop - start, out[at:])
+    return at
+
+
 @parallel_kernel
 def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
     """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
@@ -98,8 +108,7 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        at = p if out.shape[0] >= k else 0
-        product_rows(AT[p:stop], dZ, 0, stop - p, out[at:])
+        at = gradient_block(AT, dZ, p, stop, out)
         sgd_step_flat(rows_flat(out, at, at + stop - p), lr, momentum, weight_decay, nesterov,
                       first_step, rows_flat(W, p, stop), rows_flat(velocity, p, stop))
 
@@ -138,8 +147,7 @@ def weight_grad_adam(A, dZ, lr, beta1, beta2, epsilon, weight_decay, W, m, v, ou
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        at = p if out.shape[0] >= k else 0
-        product_rows(AT[p:stop], dZ, 0, stop - p, out[at:])
+        at = gradient_block(AT, dZ, p, stop, out)
         adam_step_flat(rows_flat(out, at, at + stop - p), lr, beta1, beta2, epsilon, weight_decay,
                        rows_flat(W, p, stop), rows_flat(m, p, stop), rows_flat(v, p, stop))
 
