@@ -98,7 +98,8 @@ class _Workspace:
     def __init__(self, sizes, n, dtype):
         layers = list(zip(sizes[:-1], sizes[1:]))
         self.n = n
-        self.hidden_buffer = np.empty(n * sum(sizes[1:-1]), dtype)
+        # Two rows at least: at batch size 1 the compiled loop keeps the previous sample's.
+        self.hidden_buffer = np.empty(max(n, 2) * sum(sizes[1:-1]), dtype)
         self.delta_buffer = np.empty(n * sum(sizes[1:]), dtype)
         self.logits = np.empty((n, sizes[-1]), dtype)
         self.output = np.empty((n, sizes[-1]), dtype)

@@ -1,6 +1,7 @@
 """fastmlp.kernels.optim: sgd_update (PyTorch SGD over the flat parameter buffer, in place),
-weight_grad_update / bias_grad_update (the gradient passes with the same step fused in), and
-their Adam twins adam_rate, adam_update, weight_grad_adam and bias_grad_adam."""
+weight_grad_update / bias_grad_update (the gradient passes with the same step fused in),
+sgd_update_forward_row (one sample's step fused into the next sample's forward pass), and
+the Adam twins adam_rate, adam_update, weight_grad_adam and bias_grad_adam."""
 
 import math
 
@@ -8,10 +9,12 @@ import numpy as np
 import pytest
 
 import reference as ref
+from conftest import ACTIVATION_CODES
 from fastmlp.kernels import optim
-from fastmlp.kernels.matmul import GRAD_CHUNK_ROWS, bias_grad, weight_grad
+from fastmlp.kernels.matmul import GRAD_CHUNK_ROWS, bias_grad, dense_forward, weight_grad
 from fastmlp.kernels.optim import (adam_rate, adam_update, bias_grad_adam, bias_grad_update,
-                                   sgd_update, weight_grad_adam, weight_grad_update)
+                                   sgd_update, sgd_update_forward_row, weight_grad_adam,
+                                   weight_grad_update)
 
 # (n, n_decayed): 1 element, odd sizes, all / none decayed, and the weights/biases
 # boundary inside, before and after the parallel chunk boundary (CHUNK = 4096).
@@ -171,6 +174,43 @@ def test_bias_grad_update_equals_bias_grad_then_undecayed_sgd_update_bitwise(sha
         assert np.array_equal(out, grad)
         assert np.array_equal(b, b_flat)
         assert np.array_equal(velocity, v_flat)
+
+
+# (k, m): widths below, at and between whole vectors and row tiles (16 float32 lanes a vector,
+# 8 vectors a row tile with AVX-512), rows narrower than a vector, and k = 1.
+ROW_UPDATE_SHAPES = [(1, 1), (7, 2), (400, 14), (9, 16), (100, 40), (400, 100), (33, 128),
+                     (13, 130), (20, 256), (5, 300)]
+ROW_UPDATE_IDS = ["x".join(map(str, s)) for s in ROW_UPDATE_SHAPES]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01], ids=["plain", "decay"])
+@pytest.mark.parametrize("activation", ["identity", "sigmoid", "relu"])
+@pytest.mark.parametrize("shape", ROW_UPDATE_SHAPES, ids=ROW_UPDATE_IDS)
+def test_sgd_update_forward_row_equals_weight_grad_update_then_dense_forward_bitwise(
+        shape, activation, weight_decay, dtype, rng):
+    k, m = shape
+    s = np.dtype(dtype).type
+    lr, decay, zero = s(0.05), s(weight_decay), s(0)
+    A, X = rng.normal(size=(1, k)).astype(dtype), rng.normal(size=(1, k)).astype(dtype)
+    dZ = rng.normal(size=(1, m)).astype(dtype)
+    W0, b = rng.normal(size=(k, m)).astype(dtype), rng.normal(size=m).astype(dtype)
+    code = ACTIVATION_CODES[activation]
+    # Unfused: the step without momentum on W, then the forward pass on the stepped W.
+    W_expected, expected = W0.copy(), np.empty((1, m), dtype)
+    weight_grad_update.serial(A, dZ, lr, zero, decay, False, False, W_expected,
+                              np.zeros_like(W0), np.empty((k, m), dtype))
+    dense_forward.serial(X, W_expected, b, code, expected)
+    W, out = W0.copy(), np.empty((1, m), dtype)
+    sgd_update_forward_row(A, dZ, lr, decay, X, W, b, code, out)
+    assert np.array_equal(W, W_expected)
+    assert np.array_equal(out, expected)
+    # And against the reference maths.
+    W_ref, _ = ref.sgd_update(W0.astype(np.float64), A.T.astype(np.float64) @ dZ, None, 0.05,
+                              weight_decay=weight_decay)
+    out_ref = ref.activation(activation, X.astype(np.float64) @ W_ref + b)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(W, W_ref, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(out, out_ref, rtol=tolerance * 10, atol=tolerance * 10 * np.sqrt(k))
 
 
 def test_weight_grad_update_matches_reference_step(rng):

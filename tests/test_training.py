@@ -325,6 +325,51 @@ def test_step_gives_the_same_numbers_as_fit(sizes, n, dtype):
     assert losses == history["loss"]
 
 
+# At batch size 1 without momentum, fit's compiled loop defers each sample's weight step into
+# the next sample's forward pass (one pass over the weights instead of two); step takes each
+# step at once. Nets: tile widths below, at and above a vector and a row tile; sigmoid, tanh and
+# ReLU hidden layers; no hidden layer.
+ONE_SAMPLE_NETS = [([7, 13, 5, 3], "sigmoid", "mse"), ([40, 100, 40, 2], "tanh", "mse"),
+                   ([30, 150, 20, 10], "relu", "cross_entropy"), ([5, 3], "tanh", "cross_entropy")]
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
+@pytest.mark.parametrize("setting", [dict(), dict(weight_decay=1e-3), dict(weighted=True)],
+                         ids=["sgd", "weight_decay", "sample_weight"])
+@pytest.mark.parametrize("sizes,activation,loss", ONE_SAMPLE_NETS,
+                         ids=["x".join(map(str, n[0])) for n in ONE_SAMPLE_NETS])
+def test_one_sample_fit_equals_steps_on_each_sample_bitwise(sizes, activation, loss, setting,
+                                                            shuffle, dtype):
+    rng = np.random.default_rng(3)
+    n = 23
+    X = rng.normal(size=(n, sizes[0])).astype(dtype)
+    y = (rng.integers(0, sizes[-1], n) if loss == "cross_entropy"
+         else rng.normal(size=(n, sizes[-1])).astype(dtype))
+    settings = dict(lr=0.05, weight_decay=setting.get("weight_decay", 0.0))
+    weights = None
+    if setting.get("weighted"):
+        weights = rng.uniform(0, 2, n)
+        weights[[0, 5, 6, n - 1]] = 0  # no step on these, first and last included
+    a = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
+    b = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
+    shuffler = np.random.default_rng()
+    shuffler.bit_generator.state = a._rng.bit_generator.state
+    epochs = 2
+    orders = [shuffler.permutation(n) if shuffle else np.arange(n) for _ in range(epochs)]
+    history = a.fit(X, y, epochs=epochs, batch_size=1, shuffle=shuffle, sample_weight=weights,
+                    **settings)
+    losses = []
+    for order in orders:
+        total = 0.0
+        for i in order:
+            w = None if weights is None else weights[i:i + 1]
+            total += b.step(X[i:i + 1], y[i:i + 1], sample_weight=w, **settings)
+        losses.append(total / n)
+    assert np.array_equal(a.params, b.params)
+    assert a._steps[0] == b._steps[0] == epochs * (n if weights is None else np.count_nonzero(weights))
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-12, atol=0)
+
+
 # ---------------------------------------------------------------- float32 model
 def test_float32_model_keeps_float32_everywhere():
     X, y = regression_data()

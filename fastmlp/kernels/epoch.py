@@ -18,7 +18,8 @@ from .data import gather_csr_rows, gather_rows
 from .losses import loss_gradient, squared_norm
 from .matmul import (GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                      weight_grad)
-from .optim import adam_rate, bias_grad_adam, bias_grad_update, weight_grad_adam, weight_grad_update
+from .optim import (adam_rate, bias_grad_adam, bias_grad_update, sgd_update_forward_row, weight_grad_adam,
+                    weight_grad_update)
 
 SGD = 0
 ADAM = 1
@@ -45,28 +46,39 @@ def forward_layer(inputs, W, b, activation, out):
 
 
 @kernel
-def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
-                 first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
-    """The optimiser's step on W and b from the gradients inputs.T @ delta and the column
-    sums of delta (W_grad: working space, its first rows only when serial; b_grad: the bias
-    gradient); serial or parallel by size."""
+def update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                   first_step, W, W_state1, W_state2, W_grad):
+    """The optimiser's step on W from the weight gradient inputs.T @ delta (W_grad: working
+    space, its first rows only when serial); serial or parallel by size."""
     parallel = inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK
+    if not parallel:
+        W_grad = W_grad[:GRAD_CHUNK_ROWS]
     if optimizer == ADAM:
         if parallel:
             weight_grad_adam_parallel(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
                                       W, W_state1, W_state2, W_grad)
         else:
             weight_grad_adam_serial(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
-                                    W, W_state1, W_state2, W_grad[:GRAD_CHUNK_ROWS])
-        bias_grad_adam(delta, lr, momentum, beta2, epsilon, b, b_state1, b_state2, b_grad)
-        return
-    if parallel:
+                                    W, W_state1, W_state2, W_grad)
+    elif parallel:
         weight_grad_update_parallel(inputs, delta, lr, momentum, weight_decay, nesterov,
                                     first_step, W, W_state1, W_grad)
     else:
         weight_grad_update_serial(inputs, delta, lr, momentum, weight_decay, nesterov,
-                                  first_step, W, W_state1, W_grad[:GRAD_CHUNK_ROWS])
-    bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
+                                  first_step, W, W_state1, W_grad)
+
+
+@kernel
+def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                 first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
+    """update_weights, then the step on b from the column sums of delta (b_grad: the bias
+    gradient)."""
+    update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                   first_step, W, W_state1, W_state2, W_grad)
+    if optimizer == ADAM:
+        bias_grad_adam(delta, lr, momentum, beta2, epsilon, b, b_state1, b_state2, b_grad)
+    else:
+        bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
 
 
 @helper
@@ -105,6 +117,42 @@ def forward(X, sizes, activations, output_activation, params, hidden, logits, ou
             activation_forward_parallel(Z, output_activation, P)
         else:
             activation_forward_serial(Z, output_activation, P)
+    return Z, P
+
+
+@helper
+def forward_deferred(x, previous_x, lr, weight_decay, sizes, activations, output_activation, params,
+                     hidden, previous_hidden, deltas, logits, output):
+    """forward() on the one sample x[1, sizes[0]], each layer's weights first taking the
+    previous sample's SGD step (no momentum), from its input previous_x, its hidden layers in
+    previous_hidden and its deltas in `deltas` (as train_samples leaves them), in the same
+    pass over them (sgd_update_forward_row)."""
+    n_layers = sizes.shape[0] - 1
+    n_weights = 0
+    for layer in range(n_layers):
+        n_weights += sizes[layer] * sizes[layer + 1]
+    n_out = sizes[n_layers]
+    Z = matrix_view(logits, 0, 1, n_out)
+    # At one row a layer's output in `hidden` and its delta in `deltas` start at the same offset.
+    w_at, b_at, h_at = 0, n_weights, 0
+    for layer in range(n_layers):
+        k, m = sizes[layer], sizes[layer + 1]
+        last = layer == n_layers - 1
+        inputs, previous_inputs = x, previous_x
+        if layer > 0:
+            inputs = matrix_view(hidden, h_at - k, 1, k)
+            previous_inputs = matrix_view(previous_hidden, h_at - k, 1, k)
+        sgd_update_forward_row(previous_inputs, matrix_view(deltas, h_at, 1, m), lr, weight_decay,
+                               inputs, matrix_view(params, w_at, k, m), params[b_at:b_at + m],
+                               IDENTITY if last else activations[layer],
+                               Z if last else matrix_view(hidden, h_at, 1, m))
+        w_at += k * m
+        b_at += m
+        h_at += m
+    P = Z
+    if output_activation != IDENTITY:
+        P = matrix_view(output, 0, 1, n_out)
+        activation_forward_serial(Z, output_activation, P)
     return Z, P
 
 
@@ -269,6 +317,85 @@ def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
 
 
 @kernel
+def train_samples(X, Y, weights, order, sizes, activations, output_activation, loss, grad_scale, lr,
+                  weight_decay, steps, params, grad, state1, hidden, deltas, logits, output,
+                  transposed):
+    """train_epoch at batch size 1 for SGD without momentum (and without the penalty that
+    decay_per_weight reports): the same steps, in the same bits, with each sample's weight
+    step deferred into the next sample's forward pass (forward_deferred), so each step passes
+    over the weights once, not twice. The last step is applied before returning. `hidden`
+    holds two samples' hidden layers: the pending step reads the previous sample's."""
+    n = Y.shape[0]
+    n_layers = sizes.shape[0] - 1
+    n_out = sizes[n_layers]
+    n_weights, n_hidden, n_deltas, _ = layer_offsets(sizes, 1)
+    dtype = params.dtype.type
+    lr_, decay_, zero = dtype(lr), dtype(weight_decay), dtype(0)
+    total = 0.0
+    previous = -1  # the row of X whose weight step is pending
+    current = 0  # which half of `hidden` this sample uses
+    for start in range(n):
+        row = start if order.shape[0] == 0 else order[start]
+        weight_total = 1.0
+        sample_weight = weights
+        if weights.shape[0] > 0:
+            weight_total = np.float64(weights[row])
+            if weight_total == 0.0:
+                continue  # no step, as in train_batch
+            sample_weight = weights[row:row + 1]
+        x = X[row:row + 1]
+        sample_hidden = hidden[current * n_hidden:(current + 1) * n_hidden]
+        if previous >= 0:
+            Z, P = forward_deferred(x, X[previous:previous + 1], lr_, decay_, sizes, activations,
+                                    output_activation, params, sample_hidden,
+                                    hidden[(1 - current) * n_hidden:(2 - current) * n_hidden],
+                                    deltas, logits, output)
+        else:
+            Z, P = forward(x, sizes, activations, output_activation, params, sample_hidden,
+                           logits, output)
+        d_at = n_deltas - n_out
+        delta = matrix_view(deltas, d_at, 1, n_out)
+        total += loss_gradient(Z, P, Y[row:row + 1], loss, output_activation, sample_weight,
+                               weight_total, grad_scale, delta)
+        # Backward: input gradients and bias steps now, weight steps in the next forward pass.
+        w_at, b_at, h_at = n_weights, params.shape[0], n_hidden
+        for layer in range(n_layers - 1, -1, -1):
+            k, m = sizes[layer], sizes[layer + 1]
+            w_at -= k * m
+            b_at -= m
+            previous_delta = delta
+            if layer > 0:
+                h_at -= k
+                d_at -= k
+                previous_delta = backward(delta, sizes, activations, sample_hidden, deltas,
+                                          transposed, params, layer, w_at, h_at, d_at, 0)
+            bias_grad_update(delta, lr_, zero, False, False, params[b_at:b_at + m],
+                             state1[b_at:b_at + m], grad[b_at:b_at + m])
+            delta = previous_delta
+        previous = row
+        current = 1 - current
+        steps[0] += 1
+        if not np.isfinite(total):
+            break
+    if previous >= 0:
+        # The last sample's weight steps; its hidden layers are in the other half now.
+        last_hidden = hidden[(1 - current) * n_hidden:(2 - current) * n_hidden]
+        w_at, h_at = 0, 0
+        for layer in range(n_layers):
+            k, m = sizes[layer], sizes[layer + 1]
+            inputs = X[previous:previous + 1]
+            if layer > 0:
+                inputs = matrix_view(last_hidden, h_at - k, 1, k)
+            update_weights(inputs, matrix_view(deltas, h_at, 1, m), SGD, lr_, zero, zero, zero,
+                           decay_, False, False, matrix_view(params, w_at, k, m),
+                           matrix_view(state1, w_at, k, m), matrix_view(state1, w_at, k, m),
+                           matrix_view(grad, w_at, k, m))
+            w_at += k * m
+            h_at += m
+    return total, 0.0
+
+
+@kernel
 def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, sizes, activations,
                 output_activation, loss, grad_scale, decay_per_weight, optimizer, lr, momentum,
                 beta2, epsilon, weight_decay, nesterov, first_step, steps, params, grad, state1,
@@ -283,6 +410,16 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
     training diverges.
     """
     n = Y.shape[0]
+    n_hidden = 0
+    for layer in range(1, sizes.shape[0] - 1):
+        n_hidden += sizes[layer]
+    if (batch_size == 1 and optimizer == SGD and momentum == 0 and X_indptr.shape[0] == 0
+            and not (decay_per_weight and weight_decay != 0) and hidden.shape[0] >= 2 * n_hidden):
+        total, penalty_total = train_samples(X, Y, weights, order, sizes, activations,
+                                             output_activation, loss, grad_scale, lr, weight_decay,
+                                             steps, params, grad, state1, hidden, deltas, logits,
+                                             output, transposed)
+        return total, penalty_total
     total = 0.0
     penalty_total = 0.0
     for start in range(0, n, batch_size):

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import specialise
@@ -42,6 +43,22 @@ def _float32_from_bits(typingctx, bits):
         return builder.bitcast(value, ir.FloatType())
 
     return types.float32(bits), codegen
+
+
+@intrinsic
+def fused_multiply_add(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's fma), for code whose every rounding must be reproduced
+    elsewhere, e.g. in a vector tile; a, b and c of one float type."""
+    if not (isinstance(c, types.Float) and a == c and b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        kind = context.get_value_type(signature.return_type)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kind, [kind] * 3),
+                                             f"llvm.fma.f{c.bitwidth}")
+        return builder.call(fma, list(args))
+
+    return c(a, b, c), codegen
 
 
 def expm1_parts(x):

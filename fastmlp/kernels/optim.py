@@ -17,7 +17,10 @@ import numpy as np
 from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel, rows_flat
+from .activations import activate_rows
+from .functions import fused_multiply_add
 from .matmul import GRAD_CHUNK_ROWS, bias_grad, product_rows
+from .vector import ROW_TILE_VECTORS, VECTOR_BYTES, update_row_edge_tile, update_row_tile
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
@@ -25,8 +28,12 @@ CHUNK = 4096
 
 @helper
 def plain_step(grad, param, lr, weight_decay):
-    """The parameter after one step without momentum."""
-    return param - lr * (grad + weight_decay * param)
+    """The parameter after one step without momentum, param - lr * (grad + weight_decay * param),
+    each product-and-sum one explicit fused multiply-add (the decay's only when it is not 0),
+    so that vector.update_row_tile can repeat its rounding exactly."""
+    if weight_decay != 0:
+        grad = fused_multiply_add(weight_decay, param, grad)
+    return fused_multiply_add(-lr, grad, param)
 
 
 @helper
@@ -111,6 +118,24 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
         at = gradient_block(AT, dZ, p, stop, out)
         sgd_step_flat(rows_flat(out, at, at + stop - p), lr, momentum, weight_decay, nesterov,
                       first_step, rows_flat(W, p, stop), rows_flat(velocity, p, stop))
+
+
+@kernel
+def sgd_update_forward_row(A, dZ, lr, weight_decay, X, W, b, activation, out):
+    """One sample's SGD step without momentum, W[k, m] from the gradient A[0, k].T @ dZ[0, m]
+    (weight_grad_update's bits), then out[0, m] = act(X[0, k] @ W + b) on the updated W
+    (dense_forward's bits), in one pass over W instead of two."""
+    m = W.shape[1]
+    for j in range(m):
+        out[0, j] = b[j]
+    lanes = VECTOR_BYTES // out.itemsize
+    row_width = ROW_TILE_VECTORS * lanes
+    row_full = m - m % row_width
+    for j in range(0, row_full, row_width):
+        update_row_tile(A, dZ, lr, weight_decay, X, W, j, row_width, out)
+    if row_full < m:
+        update_row_edge_tile(A, dZ, lr, weight_decay, X, W, row_full, m - row_full, out)
+    activate_rows(out, 0, 1, activation, out)
 
 
 @kernel
