@@ -943,3 +943,18 @@ def test_poisson_fit_decreases_the_loss(optimizer, dtype):
     assert (net.predict(X) > 0).all()
     # The fitted means follow the true rates.
     assert np.corrcoef(net.predict(X)[:, 0], rate[:, 0])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("sizes", [[3, 2], [784, 256, 128, 10], [400, 100, 40, 2]])
+def test_parameter_and_workspace_buffers_start_on_a_cache_line(sizes, dtype):
+    net = MLP(sizes, dtype=dtype, seed=0)
+    X, y = np.zeros((5, sizes[0]), dtype), np.zeros((5, sizes[-1]), dtype)
+    net.fit(X, y, epochs=1, batch_size=1)
+    workspace = net._workspace(1)
+    buffers = [net.params, net._grad, net._velocity, net._second_moment, net._transposed_buffer,
+               workspace.hidden_buffer, workspace.delta_buffer, workspace.logits, workspace.output,
+               workspace.batch_X, workspace.batch_Y]
+    for buffer in buffers:
+        assert buffer.size == 0 or buffer.ctypes.data % 64 == 0  # [3, 2] has no hidden layer
+        assert buffer.dtype == np.dtype(dtype) and buffer.flags.c_contiguous and buffer.flags.writeable
+    assert net.params.shape == (sum(k * m + m for k, m in zip(sizes[:-1], sizes[1:])),)

@@ -18,8 +18,8 @@ from .data import gather_csr_rows, gather_rows
 from .losses import loss_gradient, squared_norm
 from .matmul import (GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                      weight_grad)
-from .optim import (adam_rate, bias_grad_adam, bias_grad_update, sgd_update_forward_row, weight_grad_adam,
-                    weight_grad_update)
+from .optim import (adam_rate, bias_grad_adam, bias_grad_update, sgd_update_forward_row,
+                    sgd_update_input_grad_row, weight_grad_adam, weight_grad_update)
 
 SGD = 0
 ADAM = 1
@@ -322,18 +322,36 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                   transposed):
     """train_epoch at batch size 1 for SGD without momentum (and without the penalty that
     decay_per_weight reports): the same steps, in the same bits, with each sample's weight
-    step deferred into the next sample's forward pass (forward_deferred), so each step passes
-    over the weights once, not twice. The last step is applied before returning. `hidden`
-    holds two samples' hidden layers: the pending step reads the previous sample's."""
+    step deferred into the next sample's passes over the weights, so each step reads and
+    writes them once, not twice. The forward pass takes the step on W (forward_deferred);
+    the input gradient reads a transposed copy of W (`transposed`, layers 1 and up), taking
+    the same step on it as it goes. The last step is applied to W before returning.
+
+    `hidden` and `deltas` hold two samples' worth: the pending step reads the previous
+    sample's.
+    """
     n = Y.shape[0]
     n_layers = sizes.shape[0] - 1
     n_out = sizes[n_layers]
-    n_weights, n_hidden, n_deltas, _ = layer_offsets(sizes, 1)
+    n_weights, n_hidden, n_deltas, n_transposed = layer_offsets(sizes, 1)
     dtype = params.dtype.type
     lr_, decay_, zero = dtype(lr), dtype(weight_decay), dtype(0)
+    # The transposed copies stay equal to W, step for step. A sample's input gradient as one
+    # chain per input, read down W's columns, is scalar code (256x128: 4.7 µs); read along
+    # the rows of W's transpose it runs on the vector tiles (1.5 µs with the step included).
+    w_at, t_at = sizes[0] * sizes[1], 0
+    for layer in range(1, n_layers):
+        k, m = sizes[layer], sizes[layer + 1]
+        W, WT = matrix_view(params, w_at, k, m), matrix_view(transposed, t_at, m, k)
+        if k * m >= PARALLEL_MIN_ELEMENTS:
+            transpose_parallel(W, WT)
+        else:
+            transpose_serial(W, WT)
+        w_at += k * m
+        t_at += k * m
     total = 0.0
     previous = -1  # the row of X whose weight step is pending
-    current = 0  # which half of `hidden` this sample uses
+    current = 0  # which half of `hidden` and `deltas` this sample uses
     for start in range(n):
         row = start if order.shape[0] == 0 else order[start]
         weight_total = 1.0
@@ -345,20 +363,22 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
             sample_weight = weights[row:row + 1]
         x = X[row:row + 1]
         sample_hidden = hidden[current * n_hidden:(current + 1) * n_hidden]
+        previous_hidden = hidden[(1 - current) * n_hidden:(2 - current) * n_hidden]
+        sample_deltas = deltas[current * n_deltas:(current + 1) * n_deltas]
+        previous_deltas = deltas[(1 - current) * n_deltas:(2 - current) * n_deltas]
         if previous >= 0:
             Z, P = forward_deferred(x, X[previous:previous + 1], lr_, decay_, sizes, activations,
-                                    output_activation, params, sample_hidden,
-                                    hidden[(1 - current) * n_hidden:(2 - current) * n_hidden],
-                                    deltas, logits, output)
+                                    output_activation, params, sample_hidden, previous_hidden,
+                                    previous_deltas, logits, output)
         else:
             Z, P = forward(x, sizes, activations, output_activation, params, sample_hidden,
                            logits, output)
         d_at = n_deltas - n_out
-        delta = matrix_view(deltas, d_at, 1, n_out)
+        delta = matrix_view(sample_deltas, d_at, 1, n_out)
         total += loss_gradient(Z, P, Y[row:row + 1], loss, output_activation, sample_weight,
                                weight_total, grad_scale, delta)
-        # Backward: input gradients and bias steps now, weight steps in the next forward pass.
-        w_at, b_at, h_at = n_weights, params.shape[0], n_hidden
+        # Backward: input gradients and bias steps now, weight steps in the next sample's passes.
+        w_at, b_at, h_at, t_at = n_weights, params.shape[0], n_hidden, n_transposed
         for layer in range(n_layers - 1, -1, -1):
             k, m = sizes[layer], sizes[layer + 1]
             w_at -= k * m
@@ -366,9 +386,18 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
             previous_delta = delta
             if layer > 0:
                 h_at -= k
+                t_at -= k * m
+                previous_delta = matrix_view(sample_deltas, d_at - k, 1, k)
+                inputs = matrix_view(sample_hidden, h_at, 1, k)
+                if previous >= 0:
+                    sgd_update_input_grad_row(matrix_view(previous_deltas, d_at, 1, m),
+                                              matrix_view(previous_hidden, h_at, 1, k), lr_,
+                                              decay_, delta, matrix_view(transposed, t_at, m, k),
+                                              inputs, activations[layer - 1], previous_delta)
+                else:
+                    input_grad_row(delta, matrix_view(params, w_at, k, m), inputs,
+                                   activations[layer - 1], previous_delta)
                 d_at -= k
-                previous_delta = backward(delta, sizes, activations, sample_hidden, deltas,
-                                          transposed, params, layer, w_at, h_at, d_at, 0)
             bias_grad_update(delta, lr_, zero, False, False, params[b_at:b_at + m],
                              state1[b_at:b_at + m], grad[b_at:b_at + m])
             delta = previous_delta
@@ -378,15 +407,16 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
         if not np.isfinite(total):
             break
     if previous >= 0:
-        # The last sample's weight steps; its hidden layers are in the other half now.
+        # The last sample's weight steps; its layers' values are in the other halves now.
         last_hidden = hidden[(1 - current) * n_hidden:(2 - current) * n_hidden]
+        last_deltas = deltas[(1 - current) * n_deltas:(2 - current) * n_deltas]
         w_at, h_at = 0, 0
         for layer in range(n_layers):
             k, m = sizes[layer], sizes[layer + 1]
             inputs = X[previous:previous + 1]
             if layer > 0:
                 inputs = matrix_view(last_hidden, h_at - k, 1, k)
-            update_weights(inputs, matrix_view(deltas, h_at, 1, m), SGD, lr_, zero, zero, zero,
+            update_weights(inputs, matrix_view(last_deltas, h_at, 1, m), SGD, lr_, zero, zero, zero,
                            decay_, False, False, matrix_view(params, w_at, k, m),
                            matrix_view(state1, w_at, k, m), matrix_view(state1, w_at, k, m),
                            matrix_view(grad, w_at, k, m))
@@ -410,11 +440,10 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
     training diverges.
     """
     n = Y.shape[0]
-    n_hidden = 0
-    for layer in range(1, sizes.shape[0] - 1):
-        n_hidden += sizes[layer]
+    _, n_hidden, n_deltas, _ = layer_offsets(sizes, 1)
     if (batch_size == 1 and optimizer == SGD and momentum == 0 and X_indptr.shape[0] == 0
-            and not (decay_per_weight and weight_decay != 0) and hidden.shape[0] >= 2 * n_hidden):
+            and not (decay_per_weight and weight_decay != 0) and hidden.shape[0] >= 2 * n_hidden
+            and deltas.shape[0] >= 2 * n_deltas):
         total, penalty_total = train_samples(X, Y, weights, order, sizes, activations,
                                              output_activation, loss, grad_scale, lr, weight_decay,
                                              steps, params, grad, state1, hidden, deltas, logits,

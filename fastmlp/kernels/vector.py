@@ -7,6 +7,10 @@ while the loop runs over the whole shared dimension, one broadcast of X and `VEC
 of W per step, one fused multiply-add per element and step. Each output element therefore
 gets exactly the sequence out = fma(x[p], w[p], out) for p = 0, 1, ..., the same rounding as
 the scalar loops that handle the edges, so tiles, edges, rows and threads give the same bits.
+
+The update tiles run one sample's SGD step on a block of W's columns and the next sample's
+product over the stepped W in the same pass, each element's step with optim.plain_step's
+rounding.
 """
 
 import llvmlite.binding
@@ -22,6 +26,11 @@ VECTOR_BYTES = 64 if _FEATURES.get("avx512f") else 32 if _FEATURES.get("avx") el
 # in the register file: 32 registers with AVX-512, 16 otherwise.
 TILE_ROWS = 8 if VECTOR_BYTES == 64 else 4
 TILE_VECTORS = 2
+# A single row reuses each loaded vector of W once, and its running sums are its only
+# independent chains of fused multiply-adds: eight vectors keep both AVX-512 FMA units busy
+# through the four-cycle latency (400x100 at one row: 2.0 µs with four vectors, 1.3 with
+# eight). Sixteen registers (AVX2) hold four.
+ROW_TILE_VECTORS = 8 if VECTOR_BYTES == 64 else 4
 
 
 class _Emitter:
@@ -188,21 +197,28 @@ def _emit_update_row(context, builder, signature, args, vectors, masked):
             emit.store(updated, emit.vector_at(W_array, p, first_column, v), v)
             builder.store(emit.fma(x, updated, builder.load(sums[v])), sums[v])
 
-    def load_row(p):
-        return [emit.load(emit.vector_at(W_array, p, first_column, v), v) for v in range(vectors)]
+    # Only a masked tile reads its next row's first vector before storing the current row:
+    # a load issued after a store whose vector span overlaps it waits for that store, and
+    # only a masked last vector reaches into the next row (400x14: 2.7 µs loading in order,
+    # 0.4 ahead). Holding whole rows ahead instead spilled registers.
+    ahead = 1 if masked else 0
+
+    def load_row(p, vectors):
+        return [emit.load(emit.vector_at(W_array, p, first_column, v), v) for v in vectors]
 
     def run(decayed):
-        # Each row of W is loaded before the previous row is stored: a load issued after a
-        # store whose vector span overlaps it waits for that store (400x14: 2.7 µs in row
-        # order, 0.4 loading a row ahead).
-        current = emit.registers(load_row(zero))
+        if not ahead:
+            with cgutils.for_range_slice(builder, zero, k, ir.Constant(emit.int64, 1), inc=True) as (p, _):
+                row(p, load_row(p, range(vectors)), decayed)
+            return
+        current = emit.registers(load_row(zero, range(ahead)))
         last = builder.sub(k, ir.Constant(emit.int64, 1))
         with cgutils.for_range_slice(builder, zero, last, ir.Constant(emit.int64, 1), inc=True) as (p, _):
-            following = load_row(emit.plus(p, 1))
-            row(p, [builder.load(slot) for slot in current], decayed)
+            following = load_row(emit.plus(p, 1), range(ahead))
+            row(p, [builder.load(slot) for slot in current] + load_row(p, range(ahead, vectors)), decayed)
             for slot, value in zip(current, following):
                 builder.store(value, slot)
-        row(last, [builder.load(slot) for slot in current], decayed)
+        row(last, [builder.load(slot) for slot in current] + load_row(last, range(ahead, vectors)), decayed)
 
     no_decay = builder.fcmp_ordered("==", decay_scalar, ir.Constant(decay_scalar.type, 0.0))
     with builder.if_else(no_decay) as (then, otherwise):
@@ -227,7 +243,7 @@ def _make_update_row_tile(masked):
                 _emit_update_row(context, builder, signature, args, ROW_TILE_VECTORS, False)
                 return context.get_dummy_value()
             # As many vectors as the width needs, only the last one masked: masked loads and
-            # stores cost more than plain ones (400x100 as eight masked vectors: 2.9 µs).
+            # stores cost more than plain ones (400x100 as eight masked vectors: 2.9 µs, this way 1.7).
             lanes = VECTOR_BYTES // (signature.args[-1].dtype.bitwidth // 8)
             int64 = ir.IntType(64)
             width = context.cast(builder, args[7], signature.args[7], types.int64)
@@ -259,11 +275,6 @@ product_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=True
 # Edges at most one vector wide: a second, fully masked vector would double the work.
 accumulate_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign=False)
 product_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign=True)
-# A single row reuses each loaded vector of W once, and its running sums are its only
-# independent chains of fused multiply-adds: eight vectors keep both AVX-512 FMA units busy
-# through the four-cycle latency (400x100 at one row: 2.0 µs with four vectors, 1.3 with
-# eight). Sixteen registers (AVX2) hold four.
-ROW_TILE_VECTORS = 8 if VECTOR_BYTES == 64 else 4
 accumulate_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=False)
 accumulate_row_edge_tile = _make_tile(1, ROW_TILE_VECTORS, masked=True, assign=False)
 product_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=True)
