@@ -45,7 +45,7 @@ def forward_layer(inputs, W, b, activation, out):
         dense_forward_serial(inputs, W, b, activation, out)
 
 
-@kernel
+@helper
 def update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                    first_step, W, W_state1, W_state2, W_grad):
     """The optimiser's step on W from the weight gradient inputs.T @ delta (W_grad: working
@@ -316,10 +316,10 @@ def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
     return Xb, Yb, wb
 
 
-@kernel
+@helper
 def train_samples(X, Y, weights, order, sizes, activations, output_activation, loss, grad_scale, lr,
-                  weight_decay, steps, params, grad, state1, hidden, deltas, logits, output,
-                  transposed):
+                  weight_decay, optimizer, nesterov, first_step, steps, params, grad, state1, hidden,
+                  deltas, logits, output, transposed):
     """train_epoch at batch size 1 for SGD without momentum (and without the penalty that
     decay_per_weight reports): the same steps, in the same bits, with each sample's weight
     step deferred into the next sample's passes over the weights, so each step reads and
@@ -328,7 +328,9 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
     the same step on it as it goes. The last step is applied to W before returning.
 
     `hidden` and `deltas` hold two samples' worth: the pending step reads the previous
-    sample's.
+    sample's. optimizer (SGD), nesterov and first_step are train_epoch's, passed on so that the
+    kernels called here share train_batch's compiled signatures (without momentum they change
+    nothing).
     """
     n = Y.shape[0]
     n_layers = sizes.shape[0] - 1
@@ -398,7 +400,7 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                     input_grad_row(delta, matrix_view(params, w_at, k, m), inputs,
                                    activations[layer - 1], previous_delta)
                 d_at -= k
-            bias_grad_update(delta, lr_, zero, False, False, params[b_at:b_at + m],
+            bias_grad_update(delta, lr_, zero, nesterov, first_step, params[b_at:b_at + m],
                              state1[b_at:b_at + m], grad[b_at:b_at + m])
             delta = previous_delta
         previous = row
@@ -416,8 +418,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
             inputs = X[previous:previous + 1]
             if layer > 0:
                 inputs = matrix_view(last_hidden, h_at - k, 1, k)
-            update_weights(inputs, matrix_view(last_deltas, h_at, 1, m), SGD, lr_, zero, zero, zero,
-                           decay_, False, False, matrix_view(params, w_at, k, m),
+            update_weights(inputs, matrix_view(last_deltas, h_at, 1, m), optimizer, lr_, zero, zero,
+                           zero, decay_, nesterov, first_step, matrix_view(params, w_at, k, m),
                            matrix_view(state1, w_at, k, m), matrix_view(state1, w_at, k, m),
                            matrix_view(grad, w_at, k, m))
             w_at += k * m
@@ -446,8 +448,8 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
             and deltas.shape[0] >= 2 * n_deltas):
         total, penalty_total = train_samples(X, Y, weights, order, sizes, activations,
                                              output_activation, loss, grad_scale, lr, weight_decay,
-                                             steps, params, grad, state1, hidden, deltas, logits,
-                                             output, transposed)
+                                             optimizer, nesterov, first_step, steps, params, grad,
+                                             state1, hidden, deltas, logits, output, transposed)
         return total, penalty_total
     total = 0.0
     penalty_total = 0.0
