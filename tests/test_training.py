@@ -229,8 +229,9 @@ def test_seeded_run_reproduces_bitwise_in_a_new_process(tmp_path):
     assert np.array_equal(np.load(out), here.params)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_training_allocates_nothing_per_step(optimizer, tmp_path):
+@pytest.mark.parametrize("optimizer,batch_size", [("sgd", 10), ("adam", 10), ("sgd", 1)],
+                         ids=["sgd", "adam", "sgd-one-sample"])
+def test_training_allocates_nothing_per_step(optimizer, batch_size, tmp_path):
     # Numba's runtime counts its allocations when NUMBA_NRT_STATS is set before it loads, so
     # this runs in a new process. Twice the data is twice the steps (shuffled batches
     # included); the compiled loop's allocations must not follow.
@@ -243,7 +244,10 @@ def test_training_allocates_nothing_per_step(optimizer, tmp_path):
         X = rng.standard_normal((2000, 20)).astype(np.float32)
         y = rng.integers(0, 3, 2000)
         net = fastmlp.MLP([20, 16, 3], loss="cross_entropy", dtype=np.float32, seed=0)
-        options = dict(batch_size=10, optimizer=sys.argv[1], momentum=0.0 if sys.argv[1] == "adam" else 0.9)
+        # At batch size 1 without momentum the loop defers each weight step (train_samples).
+        batch_size = int(sys.argv[2])
+        momentum = 0.0 if sys.argv[1] == "adam" or batch_size == 1 else 0.9
+        options = dict(batch_size=batch_size, optimizer=sys.argv[1], momentum=momentum)
         net.fit(X, y, epochs=1, **options)
         counts = []
         for rows in (1000, 2000, 2000):
@@ -254,8 +258,8 @@ def test_training_allocates_nothing_per_step(optimizer, tmp_path):
         print(json.dumps(counts))
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), NUMBA_NRT_STATS="1")
-    done = subprocess.run([sys.executable, "-c", script, optimizer], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, optimizer, str(batch_size)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     half, full, again = json.loads(done.stdout.strip().splitlines()[-1])
     assert full == again  # deterministic counts, so the comparison below means something
