@@ -11,10 +11,10 @@ import pytest
 import reference as ref
 from conftest import ACTIVATION_CODES
 from fastmlp.kernels import optim
-from fastmlp.kernels.matmul import GRAD_CHUNK_ROWS, bias_grad, dense_forward, weight_grad
+from fastmlp.kernels.matmul import GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, weight_grad
 from fastmlp.kernels.optim import (adam_rate, adam_update, bias_grad_adam, bias_grad_update,
-                                   sgd_update, sgd_update_forward_row, weight_grad_adam,
-                                   weight_grad_update)
+                                   sgd_update, sgd_update_forward_row, sgd_update_input_grad_row,
+                                   weight_grad_adam, weight_grad_update)
 
 # (n, n_decayed): 1 element, odd sizes, all / none decayed, and the weights/biases
 # boundary inside, before and after the parallel chunk boundary (CHUNK = 4096).
@@ -211,6 +211,36 @@ def test_sgd_update_forward_row_equals_weight_grad_update_then_dense_forward_bit
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(W, W_ref, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(out, out_ref, rtol=tolerance * 10, atol=tolerance * 10 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01], ids=["plain", "decay"])
+@pytest.mark.parametrize("activation", ["identity", "tanh", "relu"])
+@pytest.mark.parametrize("shape", ROW_UPDATE_SHAPES, ids=ROW_UPDATE_IDS)
+def test_sgd_update_input_grad_row_equals_weight_grad_update_then_input_grad_bitwise(
+        shape, activation, weight_decay, dtype, rng):
+    # The layer has k inputs and m outputs; WT is its (m, k) transpose.
+    k, m = shape
+    s = np.dtype(dtype).type
+    lr, decay, zero = s(0.05), s(weight_decay), s(0)
+    previous_inputs = rng.normal(size=(1, k)).astype(dtype)
+    previous_delta, delta = (rng.normal(size=(1, m)).astype(dtype) for _ in range(2))
+    inputs = rng.uniform(0.1, 0.9, size=(1, k)).astype(dtype)  # activation outputs
+    W0 = rng.normal(size=(k, m)).astype(dtype)
+    code = ACTIVATION_CODES[activation]
+    # Unfused: the step on W, then the input gradient through the stepped W's transpose.
+    W_expected, expected = W0.copy(), np.empty((1, k), dtype)
+    weight_grad_update.serial(previous_inputs, previous_delta, lr, zero, decay, False, False,
+                              W_expected, np.zeros_like(W0), np.empty((k, m), dtype))
+    input_grad.serial(delta, np.ascontiguousarray(W_expected.T), inputs, code, expected)
+    WT, out = np.ascontiguousarray(W0.T), np.empty((1, k), dtype)
+    sgd_update_input_grad_row(previous_delta, previous_inputs, lr, decay, delta, WT, inputs, code,
+                              out)
+    assert np.array_equal(WT, W_expected.T)
+    assert np.array_equal(out, expected)
+    out_ref = ref.activation_backward(activation, inputs.astype(np.float64),
+                                      delta.astype(np.float64) @ W_expected.T.astype(np.float64))
+    tolerance = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(out, out_ref, rtol=tolerance, atol=tolerance * np.sqrt(m))
 
 
 def test_weight_grad_update_matches_reference_step(rng):

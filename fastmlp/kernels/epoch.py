@@ -82,6 +82,30 @@ def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_
 
 
 @helper
+def output_of(Z, output_activation, output):
+    """The output layer's activation of its pre-activation Z[rows, n_out], in a view of
+    `output`; Z itself for the identity."""
+    if output_activation == IDENTITY:
+        return Z
+    rows, n_out = Z.shape
+    P = matrix_view(output, 0, rows, n_out)
+    if rows * n_out >= PARALLEL_MIN_ELEMENTS:
+        activation_forward_parallel(Z, output_activation, P)
+    else:
+        activation_forward_serial(Z, output_activation, P)
+    return P
+
+
+@helper
+def transpose_by_size(W, WT):
+    """WT = W.T, serial or parallel by size."""
+    if W.shape[0] * W.shape[1] >= PARALLEL_MIN_ELEMENTS:
+        transpose_parallel(W, WT)
+    else:
+        transpose_serial(W, WT)
+
+
+@helper
 def forward(X, sizes, activations, output_activation, params, hidden, logits, output):
     """The forward pass on X[rows, sizes[0]]: hidden layers into `hidden`, the last layer's
     pre-activation into `logits` and its activation into `output` (when not the identity);
@@ -110,14 +134,7 @@ def forward(X, sizes, activations, output_activation, params, hidden, logits, ou
         b_at += m
         if not last:
             h_at += rows * m
-    P = Z
-    if output_activation != IDENTITY:
-        P = matrix_view(output, 0, rows, n_out)
-        if rows * n_out >= PARALLEL_MIN_ELEMENTS:
-            activation_forward_parallel(Z, output_activation, P)
-        else:
-            activation_forward_serial(Z, output_activation, P)
-    return Z, P
+    return Z, output_of(Z, output_activation, output)
 
 
 @helper
@@ -149,11 +166,7 @@ def forward_deferred(x, previous_x, lr, weight_decay, sizes, activations, output
         w_at += k * m
         b_at += m
         h_at += m
-    P = Z
-    if output_activation != IDENTITY:
-        P = matrix_view(output, 0, 1, n_out)
-        activation_forward_serial(Z, output_activation, P)
-    return Z, P
+    return Z, output_of(Z, output_activation, output)
 
 
 @helper
@@ -172,10 +185,7 @@ def backward(delta, sizes, activations, hidden, deltas, transposed, params, laye
         return previous_delta
     # The input gradient reads W through WT, a copy taken before W is updated.
     WT = matrix_view(transposed, t_at, m, k)
-    if k * m >= PARALLEL_MIN_ELEMENTS:
-        transpose_parallel(W, WT)
-    else:
-        transpose_serial(W, WT)
+    transpose_by_size(W, WT)
     if rows * k * m >= PARALLEL_MIN_WORK:
         input_grad_parallel(delta, WT, inputs, activations[layer - 1], previous_delta)
     else:
@@ -344,11 +354,7 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
     w_at, t_at = sizes[0] * sizes[1], 0
     for layer in range(1, n_layers):
         k, m = sizes[layer], sizes[layer + 1]
-        W, WT = matrix_view(params, w_at, k, m), matrix_view(transposed, t_at, m, k)
-        if k * m >= PARALLEL_MIN_ELEMENTS:
-            transpose_parallel(W, WT)
-        else:
-            transpose_serial(W, WT)
+        transpose_by_size(matrix_view(params, w_at, k, m), matrix_view(transposed, t_at, m, k))
         w_at += k * m
         t_at += k * m
     total = 0.0
