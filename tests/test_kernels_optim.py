@@ -183,22 +183,30 @@ ROW_UPDATE_SHAPES = [(1, 1), (7, 2), (400, 14), (9, 16), (100, 40), (400, 100), 
 ROW_UPDATE_IDS = ["x".join(map(str, s)) for s in ROW_UPDATE_SHAPES]
 
 
+def unfused_row_step(A, dZ, W0, weight_decay):
+    """(lr, weight decay, W0 after weight_grad_update's step without momentum from the one
+    sample A[1, k], dZ[1, m]), all in W0's dtype: what the fused row kernels must match."""
+    s = W0.dtype.type
+    lr, decay = s(0.05), s(weight_decay)
+    W = W0.copy()
+    weight_grad_update.serial(A, dZ, lr, s(0), decay, False, False, W, np.zeros_like(W0),
+                              np.empty_like(W0))
+    return lr, decay, W
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01], ids=["plain", "decay"])
 @pytest.mark.parametrize("activation", ["identity", "sigmoid", "relu"])
 @pytest.mark.parametrize("shape", ROW_UPDATE_SHAPES, ids=ROW_UPDATE_IDS)
 def test_sgd_update_forward_row_equals_weight_grad_update_then_dense_forward_bitwise(
         shape, activation, weight_decay, dtype, rng):
     k, m = shape
-    s = np.dtype(dtype).type
-    lr, decay, zero = s(0.05), s(weight_decay), s(0)
     A, X = rng.normal(size=(1, k)).astype(dtype), rng.normal(size=(1, k)).astype(dtype)
     dZ = rng.normal(size=(1, m)).astype(dtype)
     W0, b = rng.normal(size=(k, m)).astype(dtype), rng.normal(size=m).astype(dtype)
     code = ACTIVATION_CODES[activation]
     # Unfused: the step without momentum on W, then the forward pass on the stepped W.
-    W_expected, expected = W0.copy(), np.empty((1, m), dtype)
-    weight_grad_update.serial(A, dZ, lr, zero, decay, False, False, W_expected,
-                              np.zeros_like(W0), np.empty((k, m), dtype))
+    lr, decay, W_expected = unfused_row_step(A, dZ, W0, weight_decay)
+    expected = np.empty((1, m), dtype)
     dense_forward.serial(X, W_expected, b, code, expected)
     W, out = W0.copy(), np.empty((1, m), dtype)
     sgd_update_forward_row(A, dZ, lr, decay, X, W, b, code, out)
@@ -220,17 +228,14 @@ def test_sgd_update_input_grad_row_equals_weight_grad_update_then_input_grad_bit
         shape, activation, weight_decay, dtype, rng):
     # The layer has k inputs and m outputs; WT is its (m, k) transpose.
     k, m = shape
-    s = np.dtype(dtype).type
-    lr, decay, zero = s(0.05), s(weight_decay), s(0)
     previous_inputs = rng.normal(size=(1, k)).astype(dtype)
     previous_delta, delta = (rng.normal(size=(1, m)).astype(dtype) for _ in range(2))
     inputs = rng.uniform(0.1, 0.9, size=(1, k)).astype(dtype)  # activation outputs
     W0 = rng.normal(size=(k, m)).astype(dtype)
     code = ACTIVATION_CODES[activation]
     # Unfused: the step on W, then the input gradient through the stepped W's transpose.
-    W_expected, expected = W0.copy(), np.empty((1, k), dtype)
-    weight_grad_update.serial(previous_inputs, previous_delta, lr, zero, decay, False, False,
-                              W_expected, np.zeros_like(W0), np.empty((k, m), dtype))
+    lr, decay, W_expected = unfused_row_step(previous_inputs, previous_delta, W0, weight_decay)
+    expected = np.empty((1, k), dtype)
     input_grad.serial(delta, np.ascontiguousarray(W_expected.T), inputs, code, expected)
     WT, out = np.ascontiguousarray(W0.T), np.empty((1, k), dtype)
     sgd_update_input_grad_row(previous_delta, previous_inputs, lr, decay, delta, WT, inputs, code,
