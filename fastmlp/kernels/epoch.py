@@ -327,6 +327,12 @@ def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
 
 
 @helper
+def half(buffer, size, which):
+    """buffer[which * size:(which + 1) * size]: sample `which` (0 or 1) of a two-sample workspace."""
+    return buffer[which * size:(which + 1) * size]
+
+
+@helper
 def train_samples(X, Y, weights, order, sizes, activations, output_activation, loss, grad_scale, lr,
                   weight_decay, optimizer, nesterov, first_step, steps, params, grad, state1, hidden,
                   deltas, logits, output, transposed):
@@ -370,10 +376,10 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                 continue  # no step, as in train_batch
             sample_weight = weights[row:row + 1]
         x = X[row:row + 1]
-        sample_hidden = hidden[current * n_hidden:(current + 1) * n_hidden]
-        previous_hidden = hidden[(1 - current) * n_hidden:(2 - current) * n_hidden]
-        sample_deltas = deltas[current * n_deltas:(current + 1) * n_deltas]
-        previous_deltas = deltas[(1 - current) * n_deltas:(2 - current) * n_deltas]
+        sample_hidden = half(hidden, n_hidden, current)
+        previous_hidden = half(hidden, n_hidden, 1 - current)
+        sample_deltas = half(deltas, n_deltas, current)
+        previous_deltas = half(deltas, n_deltas, 1 - current)
         if previous >= 0:
             Z, P = forward_deferred(x, X[previous:previous + 1], lr_, decay_, sizes, activations,
                                     output_activation, params, sample_hidden, previous_hidden,
@@ -416,8 +422,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
             break
     if previous >= 0:
         # The last sample's weight steps; its layers' values are in the other halves now.
-        last_hidden = hidden[(1 - current) * n_hidden:(2 - current) * n_hidden]
-        last_deltas = deltas[(1 - current) * n_deltas:(2 - current) * n_deltas]
+        last_hidden = half(hidden, n_hidden, 1 - current)
+        last_deltas = half(deltas, n_deltas, 1 - current)
         w_at, h_at = 0, 0
         for layer in range(n_layers):
             k, m = sizes[layer], sizes[layer + 1]
