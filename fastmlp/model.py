@@ -18,7 +18,7 @@ from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
 from .kernels.epoch import ADAM, SGD, dataset_gradient, train_epoch
-from .kernels.losses import loss_gradient, loss_value
+from .kernels.losses import loss_gradient, loss_value, softmax_cross_entropy
 from .kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                              weight_grad)
 from .kernels.optim import adam_rate, adam_update, sgd_update
@@ -311,8 +311,9 @@ class MLP:
                 f"dtype={self.dtype.name!r})")
 
     # ----------------------------------------------------- forward / backward
-    def _forward(self, X, workspace, output=None):
-        """Run the layers on X (workspace.n rows); returns the output activations."""
+    def _forward(self, X, workspace, output=None, activate_output=True):
+        """Run the layers on X (workspace.n rows); returns the output activations (or without
+        activate_output the output layer's pre-activation, workspace.logits)."""
         inputs = X
         last = self.n_layers - 1
         for layer in range(last):
@@ -325,6 +326,8 @@ class MLP:
             return logits
         workspace.forward[last](inputs, self.weights[last], self.biases[last], act.IDENTITY,
                                 workspace.logits)
+        if not activate_output:
+            return workspace.logits
         output = workspace.output if output is None else output
         workspace.output_activation(workspace.logits, self._output_code, output)
         return output
@@ -332,14 +335,20 @@ class MLP:
     def _backward(self, X, Y, workspace, weights=None, weight_total=None):
         """Fill self._grad with the gradient of the (weighted) mean loss on (X, Y); returns
         the loss."""
-        P = self._forward(X, workspace)
         last = self.n_layers - 1
         if weights is None:
             weights = _NO_WEIGHTS[self.dtype]
         if weight_total is None:
             weight_total = float(X.shape[0])
-        loss = loss_gradient(workspace.logits, P, Y, self._loss_code, self._output_code,
-                             weights, weight_total, 1.0, workspace.deltas[last])
+        if self._loss_code == losses.CROSS_ENTROPY:
+            # The softmax is computed with the loss, sharing its exponentials.
+            self._forward(X, workspace, activate_output=False)
+            loss = softmax_cross_entropy(workspace.logits, Y, weights, weight_total, 1.0,
+                                         workspace.output, workspace.deltas[last])
+        else:
+            P = self._forward(X, workspace)
+            loss = loss_gradient(workspace.logits, P, Y, self._loss_code, self._output_code,
+                                 weights, weight_total, 1.0, workspace.deltas[last])
         for layer in range(last, -1, -1):
             inputs = X if layer == 0 else workspace.hidden[layer - 1]
             delta = workspace.deltas[layer]

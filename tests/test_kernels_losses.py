@@ -1,5 +1,5 @@
 """fastmlp.kernels.losses: softplus, loss_value, loss_gradient (per-sample weights, a total
-weight, a gradient scale), squared_norm and add_l2_gradient."""
+weight, a gradient scale), softmax_cross_entropy, squared_norm and add_l2_gradient."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,9 @@ import pytest
 import reference as ref
 from conftest import ACTIVATION_CODES, LOSS_CODES, targets_for
 from fastmlp.kernels import losses
-from fastmlp.kernels.losses import (add_l2_gradient, loss_gradient, loss_value, softplus,
-                                    squared_norm)
+from fastmlp.kernels.activations import activation_forward
+from fastmlp.kernels.losses import (add_l2_gradient, loss_gradient, loss_value,
+                                    softmax_cross_entropy, softplus, squared_norm)
 
 SHAPES = [(1, 1), (1, 3), (2, 5), (7, 13), (37, 11)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
@@ -211,6 +212,46 @@ def test_binary_cross_entropy_is_finite_and_exact_for_huge_logits(logit, dtype):
     assert value == pytest.approx(expected, rel=1e-15)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, (P.astype(np.float64) - Y) / 2, atol=1e-7)
+
+
+# -------------------------------------------------------- softmax_cross_entropy
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+@pytest.mark.parametrize("kind", WEIGHTINGS + ["zero total"])
+@pytest.mark.parametrize("shape", [(1, 2), (2, 5), (7, 13), (37, 11), (200, 10), (5, 40)],
+                         ids=lambda s: f"{s[0]}x{s[1]}")
+def test_softmax_cross_entropy_equals_softmax_then_loss_gradient_bitwise(shape, kind, scale, dtype,
+                                                                         rng):
+    n, k = shape
+    Z = (4 * rng.normal(size=shape)).astype(dtype)
+    Z[0, -1] = dtype.type(60)  # a logit whose exponential overflows unless shifted
+    Y = targets_for("cross_entropy", n, k, rng, dtype=dtype)
+    if kind == "zero total":
+        weights, total = np.zeros(n, dtype), 0.0
+    else:
+        weights, total = weighting(kind, n, dtype, rng)
+        if weights is None:
+            weights = no_weights(dtype)
+        if total is None:
+            total = float(n) if kind == "none" else float(weights.sum(dtype=np.float64))
+    code = LOSS_CODES["cross_entropy"]
+    softmax = ACTIVATION_CODES["softmax"]
+    P = np.empty_like(Z)
+    activation_forward.serial(Z, softmax, P)
+    expected_out = np.full(shape, np.nan, dtype)
+    expected_value = loss_gradient(Z, P, Y, code, softmax, weights, total, scale, expected_out)
+    fused_P = np.full(shape, np.nan, dtype)
+    out = np.full(shape, np.nan, dtype)
+    value = softmax_cross_entropy(Z, Y, weights, total, scale, fused_P, out)
+    assert np.array_equal(fused_P, P)
+    assert np.array_equal(out, expected_out)
+    assert value == expected_value
+    # and against the reference, independently of the kernels above
+    reference_weights = None if weights.shape[0] == 0 else weights
+    np.testing.assert_allclose(
+        value, ref.loss_value("cross_entropy", *f64(Z, P, Y), reference_weights, total),
+        rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-14)
+    np.testing.assert_allclose(fused_P, ref.softmax(Z.astype(np.float64)),
+                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-30)
 
 
 # --------------------------------------------------------- read-only inputs

@@ -25,17 +25,31 @@ LEAKY_RELU_SLOPE = 0.01
 
 
 @helper
+def exp_shifted_rows(Z, start, stop, out):
+    """out[i, m] = exp(Z[i, m] - max over j of Z[i, j]) for start <= i < stop, softmax's
+    numerators. `out` may be `Z`."""
+    m = Z.shape[1]
+    for i in range(start, stop):
+        largest = Z[i, 0]
+        for j in range(1, m):
+            largest = max(largest, Z[i, j])
+        for j in range(m):
+            out[i, j] = Z[i, j] - largest
+    # The exponentials in one loop over the block, which vectorises in float32; row by row,
+    # rows narrower than a vector stay scalar (a 200 x 10 softmax: 3.2 µs that way, 1.7 this).
+    o = rows_flat(out, start, stop)
+    for e in range(o.shape[0]):
+        o[e] = exp(o[e])
+
+
+@helper
 def activate_rows(Z, start, stop, activation, out):
     """out[i, m] = act(Z[i, m]) for start <= i < stop; softmax normalises each row. `out` may be `Z`."""
     m = Z.shape[1]
     zero = out.dtype.type(0)
     if activation == SOFTMAX:
+        exp_shifted_rows(Z, start, stop, out)
         for i in range(start, stop):
-            largest = Z[i, 0]
-            for j in range(1, m):
-                largest = max(largest, Z[i, j])
-            for j in range(m):
-                out[i, j] = exp(Z[i, j] - largest)
             total = zero
             for j in range(m):
                 total += out[i, j]

@@ -15,7 +15,7 @@ import numpy as np
 from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, helper, kernel, matrix_view
 from .activations import IDENTITY, activation_forward
 from .data import gather_csr_rows, gather_rows
-from .losses import loss_gradient, squared_norm
+from .losses import CROSS_ENTROPY, loss_gradient, softmax_cross_entropy, squared_norm
 from .matmul import (GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                      weight_grad)
 from .optim import (adam_rate, bias_grad_adam, bias_grad_update, sgd_update_forward_row,
@@ -210,6 +210,25 @@ def layer_offsets(sizes, rows):
 
 
 @helper
+def forward_output(loss, output_activation):
+    """The output activation forward() is to apply before output_loss_gradient: none for
+    cross-entropy, whose kernel computes the softmax itself."""
+    return IDENTITY if loss == CROSS_ENTROPY else output_activation
+
+
+@helper
+def output_loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale,
+                         output, delta):
+    """loss_gradient at the output layer's pre-activation Z into delta, its activation P
+    from forward() with forward_output; for cross-entropy the softmax goes into `output`
+    in the same pass. Returns the loss."""
+    if loss == CROSS_ENTROPY:
+        P = matrix_view(output, 0, Z.shape[0], Z.shape[1])
+        return softmax_cross_entropy(Z, Y, weights, weight_total, grad_scale, P, delta)
+    return loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
+
+
+@helper
 def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, output_activation,
                           loss, grad_scale, params, hidden, deltas, d_at, logits, output):
     """The forward pass on X, then grad_scale times the gradient of the loss at the output
@@ -217,9 +236,11 @@ def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, outpu
     view of deltas)."""
     rows = X.shape[0]
     n_out = sizes[sizes.shape[0] - 1]
-    Z, P = forward(X, sizes, activations, output_activation, params, hidden, logits, output)
+    Z, P = forward(X, sizes, activations, forward_output(loss, output_activation), params, hidden,
+                   logits, output)
     delta = matrix_view(deltas, d_at, rows, n_out)
-    value = loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, grad_scale, delta)
+    value = output_loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total,
+                                 grad_scale, output, delta)
     return value, delta
 
 
@@ -382,15 +403,16 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
         previous_deltas = half(deltas, n_deltas, 1 - current)
         if previous >= 0:
             Z, P = forward_deferred(x, X[previous:previous + 1], lr_, decay_, sizes, activations,
-                                    output_activation, params, sample_hidden, previous_hidden,
-                                    previous_deltas, logits, output)
+                                    forward_output(loss, output_activation), params,
+                                    sample_hidden, previous_hidden, previous_deltas, logits,
+                                    output)
         else:
-            Z, P = forward(x, sizes, activations, output_activation, params, sample_hidden,
-                           logits, output)
+            Z, P = forward(x, sizes, activations, forward_output(loss, output_activation), params,
+                           sample_hidden, logits, output)
         d_at = n_deltas - n_out
         delta = matrix_view(sample_deltas, d_at, 1, n_out)
-        total += loss_gradient(Z, P, Y[row:row + 1], loss, output_activation, sample_weight,
-                               weight_total, grad_scale, delta)
+        total += output_loss_gradient(Z, P, Y[row:row + 1], loss, output_activation,
+                                      sample_weight, weight_total, grad_scale, output, delta)
         # Backward: input gradients and bias steps now, weight steps in the next sample's passes.
         w_at, b_at, h_at, t_at = n_weights, params.shape[0], n_hidden, n_transposed
         for layer in range(n_layers - 1, -1, -1):

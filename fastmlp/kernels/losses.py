@@ -17,7 +17,7 @@ P*sum(Y) - Y, P - Y and P - Y, so large logits stay finite and exact.
 import numpy as np
 
 from .._jit import helper, kernel
-from .activations import IDENTITY, backprop_rows
+from .activations import IDENTITY, backprop_rows, exp_shifted_rows
 from .functions import exp
 
 MSE = 0
@@ -187,6 +187,48 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
         # Elementwise losses: the gradient so far is d loss / d P; back through the output activation.
         backprop_rows(P, out, 0, n, output_activation, out)
     return value
+
+
+@kernel
+def softmax_cross_entropy(Z, Y, weights, weight_total, scale, P, out):
+    """P[n, k] = softmax(Z[n, k]) and, for the cross-entropy loss, out[n, k] = scale * d loss / d Z;
+    returns the loss. The bits of activation_forward, loss_gradient and loss_value, which
+    compute softmax's exponentials twice; here they are shared. P must not be Z."""
+    n, k = Z.shape
+    dtype = out.dtype.type
+    zero = dtype(0)
+    exp_shifted_rows(Z, 0, n, P)
+    factor = 0.0 if weight_total == 0.0 else scale / weight_total
+    total = 0.0
+    for i in range(n):
+        exp_sum = zero
+        exp_sum_wide = 0.0
+        for j in range(k):
+            exp_sum += P[i, j]
+            exp_sum_wide += np.float64(P[i, j])
+        for j in range(k):
+            P[i, j] = P[i, j] / exp_sum
+        w = sample_weight(weights, i)
+        if weight_total != 0.0 and w != 0.0:
+            largest = Z[i, 0]
+            for j in range(1, k):
+                largest = max(largest, Z[i, j])
+            y_sum_wide = 0.0
+            y_dot_z = 0.0
+            for j in range(k):
+                y_sum_wide += np.float64(Y[i, j])
+                y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
+            total += w * ((np.float64(largest) + np.log(exp_sum_wide)) * y_sum_wide - y_dot_z)
+        row = row_scale(weights, i, factor, dtype)
+        if row == zero:
+            zero_row(out, i)
+            continue
+        y_sum = zero
+        for j in range(k):
+            y_sum += Y[i, j]
+        for j in range(k):
+            out[i, j] = (P[i, j] * y_sum - Y[i, j]) * row
+    return 0.0 if weight_total == 0.0 else total / weight_total
 
 
 @kernel
