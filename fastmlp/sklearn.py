@@ -332,10 +332,10 @@ class _BaseMLP(BaseEstimator):
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    # sklearn.utils.shuffle's draw, without its per-call argument checks.
-                    permutation = np.arange(n_samples)
-                    self._random_state.shuffle(permutation)
-                    sample_idx = sample_idx[permutation]
+                    # sklearn.utils.shuffle's draw, without its per-call argument checks: it
+                    # shuffles an arange and indexes sample_idx with it, which the same swaps
+                    # in place give directly.
+                    self._random_state.shuffle(sample_idx)
                     order = sample_idx
                 else:
                     order = ordered
@@ -592,8 +592,27 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
         self._labels = y
-        y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return X, self._indicator(y)
+
+    def _indicator(self, y):
+        """The label binarizer's transform of y, as booleans. For 1-D numeric labels that are
+        all among classes_ it is built here, the same matrix without the binarizer's checks
+        (0.4 ms of a 20 ms fit on digits); anything else goes through the binarizer."""
+        binarizer = self._label_binarizer
+        classes = binarizer.classes_
+        if (binarizer.y_type_ in ("binary", "multiclass") and isinstance(y, np.ndarray)
+                and y.ndim == 1 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf"
+                and classes.shape[0] >= 2):
+            index = np.minimum(np.searchsorted(classes, y), classes.shape[0] - 1)
+            if np.array_equal(classes[index], y):
+                # label_binarize: one column for two classes (the second is positive),
+                # else one column per class.
+                if classes.shape[0] == 2:
+                    return (index == 1).reshape(-1, 1)
+                indicator = np.zeros((y.shape[0], classes.shape[0]), dtype=bool)
+                indicator[np.arange(y.shape[0]), index] = True
+                return indicator
+        return binarizer.transform(y).astype(bool)
 
     def _check_classes_weighted(self, labels, sample_weight):
         if self._label_binarizer.y_type_ not in ("binary", "multiclass"):

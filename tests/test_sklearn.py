@@ -120,6 +120,35 @@ def test_classifier_targets_train_as_sklearn_does(target, solver):
                                atol=1e-9)
 
 
+@pytest.mark.parametrize("labels,y", [
+    ([0, 1], [1, 0, 1, 1]),
+    ([3, 7], [7, 7, 7]),                       # one class present, two known
+    ([-2, 0, 5], [5, -2, 0, 0, 5]),
+    ([0, 1, 2, 3], [2, 2, 1]),                 # classes missing from y
+    ([0.0, 1.0, 2.0], [2.0, 0.0, 1.0]),
+    ([0, 1, 2], np.array([2, 0, 1], np.uint8)),
+    ([False, True], [True, False, False]),
+    (["a", "b", "c"], ["c", "a", "b"]),        # strings: through the binarizer
+    ([0, 1, 2], [0, 1, 3]),                    # an unknown label: the binarizer's answer
+    ([0, 1, 2], [0.0, 1.0, np.nan]),
+], ids=["binary", "one-present", "negative", "subset", "floats", "uint8", "bool", "strings",
+        "unknown", "nan"])
+def test_label_indicator_equals_label_binarizer_transform(labels, y):
+    from sklearn.preprocessing import LabelBinarizer
+    clf = MLPClassifier()
+    clf._label_binarizer = LabelBinarizer().fit(np.asarray(labels))
+    y = np.asarray(y)
+    try:
+        expected = clf._label_binarizer.transform(y).astype(bool)
+    except ValueError as error:
+        with pytest.raises(ValueError, match=str(error)[:20]):
+            clf._indicator(y)
+        return
+    indicator = clf._indicator(y)
+    assert indicator.dtype == bool
+    np.testing.assert_array_equal(indicator, expected)
+
+
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
 @pytest.mark.parametrize("n_outputs", [1, 3])
 @pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
