@@ -617,9 +617,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _check_classes_weighted(self, labels, sample_weight):
         if self._label_binarizer.y_type_ not in ("binary", "multiclass"):
             return
-        if sample_weight is not None:
+        if sample_weight is None:
+            # Every class of classes_ is in y: they were found in it, or (warm start) checked
+            # to be the classes it holds.
+            present = self.classes_.tolist()
+        else:
             labels = labels[np.asarray(sample_weight) != 0]
-        present = unique_labels(labels).tolist() if labels.shape[0] else []
+            present = unique_labels(labels).tolist() if labels.shape[0] else []
         if len(present) < 2:
             if sample_weight is not None:
                 raise ValueError(f"only one class, {present[0]!r}, has samples of non-zero "
