@@ -162,8 +162,10 @@ def test_bias_grad_sums_in_row_order(rng):
 
 
 # ------------------------------------------------------------------- transpose
-@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 1), (3, 8), (5, 16), (7, 13), (37, 23),
-                                   (64, 100)])
+# Shapes with and without whole square blocks of 8 and 16 (the register blocks), and edges
+# in either dimension.
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 1), (3, 8), (5, 16), (7, 13), (8, 8),
+                                   (16, 16), (16, 40), (37, 23), (64, 100), (100, 10), (256, 128)])
 def test_transpose_matches_numpy(shape, dtype, rng):
     W = random(rng, shape, dtype)
     serial = np.empty(shape[::-1], dtype)

@@ -45,6 +45,11 @@ def chunked_tile(X, W, i, j, start, stop, out):
 
 
 @numba.njit
+def transpose_tile(W, p, j, out):
+    vector.transpose_tile(W, p, j, out)
+
+
+@numba.njit
 def block(X, W, i, rows, out):
     accumulate_block(X, W, i, rows, out)
 
@@ -143,3 +148,14 @@ def test_tile_shapes_fit_the_register_file():
     used = vector.TILE_ROWS * vector.TILE_VECTORS + vector.TILE_ROWS + vector.TILE_VECTORS
     assert used <= registers or vector.VECTOR_BYTES == 16
     assert 2 * vector.ROW_TILE_VECTORS + 1 <= registers or vector.VECTOR_BYTES == 16
+
+
+@pytest.mark.parametrize("p,j", [(0, 0), (3, 5)])
+def test_transpose_tile_writes_its_block_transposed_and_nothing_else(p, j, dtype, rng):
+    size = lanes(dtype)
+    W = rng.normal(size=(size + 7, size + 9)).astype(dtype)
+    out = np.full(W.shape[::-1], np.nan, dtype)
+    transpose_tile(W, p, j, out)
+    expected = np.full(out.shape, np.nan, dtype)
+    expected[j:j + size, p:p + size] = W[p:p + size, j:j + size].T
+    np.testing.assert_array_equal(out, expected)

@@ -268,6 +268,43 @@ def _make_update_row_tile(masked):
     return tile
 
 
+@intrinsic
+def transpose_tile(typingctx, W, p, j, out):
+    """out[j:j+L, p:p+L] = W[p:p+L, j:j+L].T for L = lanes = VECTOR_BYTES // itemsize: the
+    block's L rows loaded as vectors and transposed in registers."""
+    if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (W, out)) or W.dtype != out.dtype:
+        return None
+    if W.layout != "C" or out.layout != "C":
+        return None
+
+    def codegen(context, builder, signature, args):
+        W_type, p_type, j_type, out_type = signature.args
+        emit = _Emitter(context, builder, out_type.dtype, 1, False)
+        W_array, out_array = emit.array(W_type, args[0]), emit.array(out_type, args[3])
+        p, j = emit.integer(args[1], p_type), emit.integer(args[2], j_type)
+        lanes = emit.lanes
+        rows = [emit.load(emit.vector_at(W_array, emit.plus(p, r), j, 0), 0) for r in range(lanes)]
+        # At distance d, rows i and i + d (bit d of i clear) swap the lanes with bit d set in
+        # row i for those with it clear in row i + d: the off-diagonal d x d blocks of every
+        # 2d x 2d block trade places. Over d = 1, 2, 4, ... each element (r, c) becomes (c, r).
+        mask_type = ir.VectorType(emit.int32, lanes)
+        d = 1
+        while d < lanes:
+            first = ir.Constant(mask_type, [lane + lanes - d if lane & d else lane for lane in range(lanes)])
+            second = ir.Constant(mask_type, [lane + lanes if lane & d else lane + d for lane in range(lanes)])
+            for i in range(lanes):
+                if not i & d:
+                    a, b = rows[i], rows[i + d]
+                    rows[i] = builder.shuffle_vector(a, b, first)
+                    rows[i + d] = builder.shuffle_vector(a, b, second)
+            d *= 2
+        for c in range(lanes):
+            emit.store(rows[c], emit.vector_at(out_array, emit.plus(j, c), p, 0), 0)
+        return context.get_dummy_value()
+
+    return types.void(W, p, j, out), codegen
+
+
 accumulate_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=False)
 accumulate_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=False)
 product_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True)
