@@ -20,7 +20,9 @@ from .._jit import helper, kernel, parallel_kernel, rows_flat
 from .activations import activate_rows, backprop_rows
 from .functions import fused_multiply_add
 from .matmul import GRAD_CHUNK_ROWS, bias_grad, product_rows
-from .vector import ROW_TILE_VECTORS, VECTOR_BYTES, update_row_edge_tile, update_row_tile
+from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, step_edge_tile,
+                     step_narrow_tile, step_row_edge_tile, step_row_half_tile, step_row_narrow_tile,
+                     step_row_tile, step_tile, update_row_edge_tile, update_row_tile)
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
@@ -101,13 +103,49 @@ def gradient_block(AT, dZ, start, stop, out):
     return at
 
 
+@helper
+def sgd_step_rows(AT, dZ, start, stop, lr, weight_decay, W):
+    """The SGD step without momentum (plain_step) on W[start:stop, m] from its gradient
+    AT[start:stop, n] @ dZ[n, m], summed as product_rows sums it: each tile steps its block
+    of W from the sums in its registers, so the gradient is never stored."""
+    n = AT.shape[1]
+    m = W.shape[1]
+    lanes = VECTOR_BYTES // W.itemsize
+    width = TILE_VECTORS * lanes
+    full = m - m % width
+    full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
+    for j in range(0, full, width):
+        for p in range(start, full_rows, TILE_ROWS):
+            step_tile(AT, dZ, p, j, width, 0, n, lr, weight_decay, W)
+    if full < m:
+        for p in range(start, full_rows, TILE_ROWS):
+            if m - full > lanes:
+                step_edge_tile(AT, dZ, p, full, m - full, 0, n, lr, weight_decay, W)
+            else:
+                step_narrow_tile(AT, dZ, p, full, m - full, 0, n, lr, weight_decay, W)
+    row_width = ROW_TILE_VECTORS * lanes
+    row_full = m - m % row_width
+    left = m - row_full
+    for r in range(full_rows, stop):
+        for j in range(0, row_full, row_width):
+            step_row_tile(AT, dZ, r, j, row_width, 0, n, lr, weight_decay, W)
+        if left > 0 and left <= lanes:
+            step_row_narrow_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
+        elif left > 0 and left <= ROW_TILE_VECTORS // 2 * lanes:
+            step_row_half_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
+        elif left > 0:
+            step_row_edge_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
+
+
 @parallel_kernel
 def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, W, velocity, out):
     """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
     (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache.
 
-    out is working space the gradient passes through: (k, m), a block of rows per chunk, or for
-    the serial kernel (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the
+    Without momentum the tiles step W from the sums in their registers (sgd_step_rows; 784x256
+    at 32 samples, one thread: 66 µs became 53) and `out` is not touched. With momentum the
+    gradient passes through out, working space of (k, m), a block of rows per chunk, or for the
+    serial kernel (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the
     whole gradient's trip through L2 (784x256 at one sample: 20 µs became 17).
     """
     AT = A.T
@@ -115,9 +153,12 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        at = gradient_block(AT, dZ, p, stop, out)
-        sgd_step_flat(rows_flat(out, at, at + stop - p), lr, momentum, weight_decay, nesterov,
-                      first_step, rows_flat(W, p, stop), rows_flat(velocity, p, stop))
+        if momentum == 0:
+            sgd_step_rows(AT, dZ, p, stop, lr, weight_decay, W)
+        else:
+            at = gradient_block(AT, dZ, p, stop, out)
+            sgd_step_flat(rows_flat(out, at, at + stop - p), lr, momentum, weight_decay, nesterov,
+                          first_step, rows_flat(W, p, stop), rows_flat(velocity, p, stop))
 
 
 @helper

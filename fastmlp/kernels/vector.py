@@ -10,7 +10,8 @@ the scalar loops that handle the edges, so tiles, edges, rows and threads give t
 
 The update tiles run one sample's SGD step on a block of W's columns and the next sample's
 product over the stepped W in the same pass, each element's step with optim.plain_step's
-rounding.
+rounding. The step tiles are weight-gradient tiles that end by applying that step to the
+weights from their sums instead of storing the gradient.
 """
 
 import llvmlite.binding
@@ -126,45 +127,86 @@ class _Emitter:
         return slots
 
 
-def _make_tile(rows, vectors, masked, assign):
-    @intrinsic
-    def tile(typingctx, X, W, i, j, width, start, stop, out):
-        if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
-            return None
-        if W.layout != "C" or out.layout != "C":
-            return None  # vector loads and stores run along contiguous rows
-
-        def codegen(context, builder, signature, args):
-            X_type, W_type, i_type, j_type, width_type, start_type, stop_type, out_type = signature.args
-            emit = _Emitter(context, builder, out_type.dtype, vectors, masked,
-                            context.cast(builder, args[4], width_type, types.int32))
-            X_array, W_array = emit.array(X_type, args[0]), emit.array(W_type, args[1])
-            out_array = emit.array(out_type, args[7])
-            first_row, first_column = emit.integer(args[2], i_type), emit.integer(args[3], j_type)
-            start, stop = emit.integer(args[5], start_type), emit.integer(args[6], stop_type)
-            # The running sums of the tile.
-            sums = emit.registers(
-                emit.zeros if assign else emit.load(emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
-                for r in range(rows) for v in range(vectors))
-            with cgutils.for_range_slice(builder, start, stop, ir.Constant(emit.int64, 1), inc=True) as (p, _):
-                w = [emit.load(emit.vector_at(W_array, p, first_column, v), v) for v in range(vectors)]
-                for r in range(rows):
-                    x = emit.scalar(X_array, emit.plus(first_row, r), p)
-                    for v in range(vectors):
-                        slot = sums[r * vectors + v]
-                        builder.store(emit.fma(x, w[v], builder.load(slot)), slot)
+def _make_tile(rows, vectors, masked, assign, step=False):
+    """The product tile; with `step`, its sums are the gradient of `out` (the parameters, taking
+    lr and weight_decay before it) and the tile applies optim.plain_step with them instead of
+    storing the sums."""
+    def codegen(context, builder, signature, args):
+        X_type, W_type, i_type, j_type, width_type, start_type, stop_type = signature.args[:7]
+        out_type = signature.args[-1]
+        emit = _Emitter(context, builder, out_type.dtype, vectors, masked,
+                        context.cast(builder, args[4], width_type, types.int32))
+        X_array, W_array = emit.array(X_type, args[0]), emit.array(W_type, args[1])
+        out_array = emit.array(out_type, args[-1])
+        first_row, first_column = emit.integer(args[2], i_type), emit.integer(args[3], j_type)
+        start, stop = emit.integer(args[5], start_type), emit.integer(args[6], stop_type)
+        # The running sums of the tile.
+        sums = emit.registers(
+            emit.zeros if assign else emit.load(emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
+            for r in range(rows) for v in range(vectors))
+        with cgutils.for_range_slice(builder, start, stop, ir.Constant(emit.int64, 1), inc=True) as (p, _):
+            w = [emit.load(emit.vector_at(W_array, p, first_column, v), v) for v in range(vectors)]
+            for r in range(rows):
+                x = emit.scalar(X_array, emit.plus(first_row, r), p)
+                for v in range(vectors):
+                    slot = sums[r * vectors + v]
+                    builder.store(emit.fma(x, w[v], builder.load(slot)), slot)
+        if not step:
             for r in range(rows):
                 for v in range(vectors):
                     emit.store(builder.load(sums[r * vectors + v]),
                                emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
             return context.get_dummy_value()
+        lr_type, decay_type = signature.args[7:9]
+        rate = emit.broadcast(builder.fneg(context.cast(builder, args[7], lr_type, out_type.dtype)))
+        decay_scalar = context.cast(builder, args[8], decay_type, out_type.dtype)
+        decay = emit.broadcast(decay_scalar)
 
-        return types.void(X, W, i, j, width, start, stop, out), codegen
+        def apply(decayed):
+            for r in range(rows):
+                for v in range(vectors):
+                    where = emit.vector_at(out_array, emit.plus(first_row, r), first_column, v)
+                    param = emit.load(where, v)
+                    grad = builder.load(sums[r * vectors + v])
+                    if decayed:
+                        grad = emit.fma(decay, param, grad)
+                    emit.store(emit.fma(rate, grad, param), where, v)
+
+        no_decay = builder.fcmp_ordered("==", decay_scalar, ir.Constant(decay_scalar.type, 0.0))
+        with builder.if_else(no_decay) as (then, otherwise):
+            with then:
+                apply(False)
+            with otherwise:
+                apply(True)
+        return context.get_dummy_value()
+
+    def accepts(X, W, out):
+        if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
+            return False
+        return W.layout == "C" and out.layout == "C"  # vector loads and stores along rows
+
+    if step:
+        @intrinsic
+        def tile(typingctx, X, W, i, j, width, start, stop, lr, weight_decay, out):
+            if not accepts(X, W, out):
+                return None
+            return types.void(X, W, i, j, width, start, stop, lr, weight_decay, out), codegen
+    else:
+        @intrinsic
+        def tile(typingctx, X, W, i, j, width, start, stop, out):
+            if not accepts(X, W, out):
+                return None
+            return types.void(X, W, i, j, width, start, stop, out), codegen
 
     tile.__doc__ = (f"out[i:i+{rows}, j:j+w] {'=' if assign else '+='} X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
                     f"with w = {vectors} * lanes"
                     + (" or, masked, the given width <= that" if masked else " (width ignored)")
                     + "; lanes = VECTOR_BYTES // itemsize")
+    if step:
+        tile.__doc__ = (f"The SGD step without momentum (optim.plain_step) on out[i:i+{rows}, j:j+w] from its "
+                        f"gradient X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w], summed as the product "
+                        f"tiles sum it; w = {vectors} * lanes"
+                        + (" or, masked, the given width <= that" if masked else " (width ignored)"))
     return tile
 
 
@@ -321,6 +363,15 @@ accumulate_row_half_tile = _make_tile(1, ROW_TILE_VECTORS // 2, masked=True, ass
 accumulate_row_narrow_tile = _make_tile(1, 1, masked=True, assign=False)
 product_row_half_tile = _make_tile(1, ROW_TILE_VECTORS // 2, masked=True, assign=True)
 product_row_narrow_tile = _make_tile(1, 1, masked=True, assign=True)
+# The weight gradient's tiles applying the SGD step (no momentum) to the weights in place of
+# storing the gradient (optim.sgd_step_rows).
+step_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True, step=True)
+step_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=True, step=True)
+step_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign=True, step=True)
+step_row_tile = _make_tile(1, ROW_TILE_VECTORS, masked=False, assign=True, step=True)
+step_row_edge_tile = _make_tile(1, ROW_TILE_VECTORS, masked=True, assign=True, step=True)
+step_row_half_tile = _make_tile(1, ROW_TILE_VECTORS // 2, masked=True, assign=True, step=True)
+step_row_narrow_tile = _make_tile(1, 1, masked=True, assign=True, step=True)
 # One sample's deferred SGD step fused into the next sample's forward pass (see
 # optim.sgd_update_forward_row): the delta vectors stay in registers beside the sums.
 update_row_tile = _make_update_row_tile(masked=False)
