@@ -25,14 +25,21 @@ LEAKY_RELU_SLOPE = 0.01
 
 
 @helper
+def row_max(Z, i):
+    """The largest element of Z[i, :]."""
+    largest = Z[i, 0]
+    for j in range(1, Z.shape[1]):
+        largest = max(largest, Z[i, j])
+    return largest
+
+
+@helper
 def exp_shifted_rows(Z, start, stop, out):
     """out[i, m] = exp(Z[i, m] - max over j of Z[i, j]) for start <= i < stop, softmax's
     numerators. `out` may be `Z`."""
     m = Z.shape[1]
     for i in range(start, stop):
-        largest = Z[i, 0]
-        for j in range(1, m):
-            largest = max(largest, Z[i, j])
+        largest = row_max(Z, i)
         for j in range(m):
             out[i, j] = Z[i, j] - largest
     # The exponentials in one loop over the block, which vectorises in float32; row by row,

@@ -17,7 +17,7 @@ P*sum(Y) - Y, P - Y and P - Y, so large logits stay finite and exact.
 import numpy as np
 
 from .._jit import helper, kernel
-from .activations import IDENTITY, backprop_rows, exp_shifted_rows
+from .activations import IDENTITY, backprop_rows, exp_shifted_rows, row_max
 from .functions import exp
 
 MSE = 0
@@ -59,6 +59,19 @@ def zero_row(out, i):
         out[i, j] = 0
 
 
+@helper
+def cross_entropy_row(Z, Y, i, exp_sum):
+    """Sample i's cross-entropy in float64 from its logits Z[i], targets Y[i] and exp_sum, the
+    float64 sum over j of exp(Z[i, j] - max of Z[i]): (max + log(exp_sum)) * sum of Y[i]
+    minus Y[i] . Z[i], the log-sum-exp form that stays finite for any logits."""
+    y_sum = 0.0
+    y_dot_z = 0.0
+    for j in range(Z.shape[1]):
+        y_sum += np.float64(Y[i, j])
+        y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
+    return (np.float64(row_max(Z, i)) + np.log(exp_sum)) * y_sum - y_dot_z
+
+
 @kernel
 def loss_value(Z, P, Y, loss, weights, weight_total):
     """sum over i of weights[i] * (loss of sample i) / weight_total, as a float64 (RMSE: its
@@ -93,18 +106,12 @@ def loss_value(Z, P, Y, loss, weights, weight_total):
         for i in range(n):
             w = sample_weight(weights, i)
             if w != 0.0:
-                largest = Z[i, 0]
-                for j in range(1, k):
-                    largest = max(largest, Z[i, j])
+                largest = row_max(Z, i)
                 exp_sum = 0.0
-                y_sum = 0.0
-                y_dot_z = 0.0
                 for j in range(k):
                     # In Z's dtype: float32's exp vectorises (1.3 ulp), float64's is libm's.
                     exp_sum += np.float64(exp(Z[i, j] - largest))
-                    y_sum += np.float64(Y[i, j])
-                    y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
-                total += w * ((np.float64(largest) + np.log(exp_sum)) * y_sum - y_dot_z)
+                total += w * cross_entropy_row(Z, Y, i, exp_sum)
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(n):
             w = sample_weight(weights, i)
@@ -210,15 +217,7 @@ def softmax_cross_entropy(Z, Y, weights, weight_total, scale, P, out):
             P[i, j] = P[i, j] / exp_sum
         w = sample_weight(weights, i)
         if weight_total != 0.0 and w != 0.0:
-            largest = Z[i, 0]
-            for j in range(1, k):
-                largest = max(largest, Z[i, j])
-            y_sum_wide = 0.0
-            y_dot_z = 0.0
-            for j in range(k):
-                y_sum_wide += np.float64(Y[i, j])
-                y_dot_z += np.float64(Y[i, j]) * np.float64(Z[i, j])
-            total += w * ((np.float64(largest) + np.log(exp_sum_wide)) * y_sum_wide - y_dot_z)
+            total += w * cross_entropy_row(Z, Y, i, exp_sum_wide)
         row = row_scale(weights, i, factor, dtype)
         if row == zero:
             zero_row(out, i)

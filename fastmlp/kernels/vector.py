@@ -117,6 +117,30 @@ class _Emitter:
     def fma(self, a, b, c):
         return self.builder.call(self._fma, [a, b, c])
 
+    def plain_step_settings(self, lr, lr_type, weight_decay, decay_type, dtype):
+        """(-lr, weight_decay) in every lane, for plain_step, with weight_decay as a scalar
+        for decayed_or_not."""
+        builder = self.builder
+        rate = self.broadcast(builder.fneg(self.context.cast(builder, lr, lr_type, dtype)))
+        decay = self.context.cast(builder, weight_decay, decay_type, dtype)
+        return rate, self.broadcast(decay), decay
+
+    def plain_step(self, grad, param, rate, decay, decayed):
+        """optim.plain_step on vectors: fma(-lr, fma(decay, param, grad) or grad, param)."""
+        if decayed:
+            grad = self.fma(decay, param, grad)
+        return self.fma(rate, grad, param)
+
+    def decayed_or_not(self, decay, body):
+        """body(decayed) emitted for both values of decayed; which runs is decided at run time
+        by decay != 0, plain_step's branch."""
+        no_decay = self.builder.fcmp_ordered("==", decay, ir.Constant(decay.type, 0.0))
+        with self.builder.if_else(no_decay) as (then, otherwise):
+            with then:
+                body(False)
+            with otherwise:
+                body(True)
+
     def registers(self, values):
         """Stack slots holding `values`, promoted to registers by LLVM."""
         slots = []
@@ -157,10 +181,8 @@ def _make_tile(rows, vectors, masked, assign, step=False):
                     emit.store(builder.load(sums[r * vectors + v]),
                                emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
             return context.get_dummy_value()
-        lr_type, decay_type = signature.args[7:9]
-        rate = emit.broadcast(builder.fneg(context.cast(builder, args[7], lr_type, out_type.dtype)))
-        decay_scalar = context.cast(builder, args[8], decay_type, out_type.dtype)
-        decay = emit.broadcast(decay_scalar)
+        rate, decay, decay_scalar = emit.plain_step_settings(args[7], signature.args[7], args[8],
+                                                             signature.args[8], out_type.dtype)
 
         def apply(decayed):
             for r in range(rows):
@@ -168,16 +190,9 @@ def _make_tile(rows, vectors, masked, assign, step=False):
                     where = emit.vector_at(out_array, emit.plus(first_row, r), first_column, v)
                     param = emit.load(where, v)
                     grad = builder.load(sums[r * vectors + v])
-                    if decayed:
-                        grad = emit.fma(decay, param, grad)
-                    emit.store(emit.fma(rate, grad, param), where, v)
+                    emit.store(emit.plain_step(grad, param, rate, decay, decayed), where, v)
 
-        no_decay = builder.fcmp_ordered("==", decay_scalar, ir.Constant(decay_scalar.type, 0.0))
-        with builder.if_else(no_decay) as (then, otherwise):
-            with then:
-                apply(False)
-            with otherwise:
-                apply(True)
+        emit.decayed_or_not(decay_scalar, apply)
         return context.get_dummy_value()
 
     def accepts(X, W, out):
@@ -220,9 +235,8 @@ def _emit_update_row(context, builder, signature, args, vectors, masked):
     first_column = emit.integer(args[6], j_type)
     zero = ir.Constant(emit.int64, 0)
     k = cgutils.unpack_tuple(builder, W_array.shape, 2)[0]
-    rate = emit.broadcast(builder.fneg(context.cast(builder, args[2], lr_type, out_type.dtype)))
-    decay_scalar = context.cast(builder, args[3], decay_type, out_type.dtype)
-    decay = emit.broadcast(decay_scalar)
+    rate, decay, decay_scalar = emit.plain_step_settings(args[2], lr_type, args[3], decay_type,
+                                                         out_type.dtype)
     delta = [emit.load(emit.vector_at(dZ_array, zero, first_column, v), v) for v in range(vectors)]
     sums = emit.registers(emit.load(emit.vector_at(out_array, zero, first_column, v), v)
                           for v in range(vectors))
@@ -233,9 +247,7 @@ def _emit_update_row(context, builder, signature, args, vectors, masked):
         for v in range(vectors):
             # optim.plain_step on the gradient element a * dZ, as weight_grad forms it.
             grad = emit.fma(a, delta[v], emit.zeros)
-            if decayed:
-                grad = emit.fma(decay, w[v], grad)
-            updated = emit.fma(rate, grad, w[v])
+            updated = emit.plain_step(grad, w[v], rate, decay, decayed)
             emit.store(updated, emit.vector_at(W_array, p, first_column, v), v)
             builder.store(emit.fma(x, updated, builder.load(sums[v])), sums[v])
 
@@ -262,12 +274,7 @@ def _emit_update_row(context, builder, signature, args, vectors, masked):
                 builder.store(value, slot)
         row(last, [builder.load(slot) for slot in current] + load_row(last, range(ahead, vectors)), decayed)
 
-    no_decay = builder.fcmp_ordered("==", decay_scalar, ir.Constant(decay_scalar.type, 0.0))
-    with builder.if_else(no_decay) as (then, otherwise):
-        with then:
-            run(False)
-        with otherwise:
-            run(True)
+    emit.decayed_or_not(decay_scalar, run)
     for v in range(vectors):
         emit.store(builder.load(sums[v]), emit.vector_at(out_array, zero, first_column, v), v)
 
