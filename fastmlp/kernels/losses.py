@@ -72,6 +72,17 @@ def cross_entropy_row(Z, Y, i, exp_sum):
     return (np.float64(row_max(Z, i)) + np.log(exp_sum)) * y_sum - y_dot_z
 
 
+@helper
+def cross_entropy_gradient_row(P, Y, i, row, out):
+    """out[i, :] = (P[i, :] * sum of Y[i, :] - Y[i, :]) * row: softmax with cross-entropy's
+    gradient at the logits of sample i, times its scale `row`."""
+    y_sum = out.dtype.type(0)
+    for j in range(Y.shape[1]):
+        y_sum += Y[i, j]
+    for j in range(Y.shape[1]):
+        out[i, j] = (P[i, j] * y_sum - Y[i, j]) * row
+
+
 @kernel
 def loss_value(Z, P, Y, loss, weights, weight_total):
     """sum over i of weights[i] * (loss of sample i) / weight_total, as a float64 (RMSE: its
@@ -164,11 +175,7 @@ def loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total, scale
             if row == zero:
                 zero_row(out, i)
                 continue
-            y_sum = zero
-            for j in range(k):
-                y_sum += Y[i, j]
-            for j in range(k):
-                out[i, j] = (P[i, j] * y_sum - Y[i, j]) * row
+            cross_entropy_gradient_row(P, Y, i, row, out)
     elif loss == MAE:
         for i in range(n):
             row = row_scale(weights, i, factor, dtype)
@@ -222,11 +229,7 @@ def softmax_cross_entropy(Z, Y, weights, weight_total, scale, P, out):
         if row == zero:
             zero_row(out, i)
             continue
-        y_sum = zero
-        for j in range(k):
-            y_sum += Y[i, j]
-        for j in range(k):
-            out[i, j] = (P[i, j] * y_sum - Y[i, j]) * row
+        cross_entropy_gradient_row(P, Y, i, row, out)
     return 0.0 if weight_total == 0.0 else total / weight_total
 
 
