@@ -104,6 +104,20 @@ def gradient_block(AT, dZ, start, stop, out):
 
 
 @helper
+def step_row_edge(AT, dZ, r, j, width, lr, weight_decay, W):
+    """sgd_step_rows on W[r, j:j+width] for width < a row tile, on the narrowest masked row
+    tile that covers it (as matmul.product_row_edge chooses)."""
+    n = AT.shape[1]
+    lanes = VECTOR_BYTES // W.itemsize
+    if width <= lanes:
+        step_row_narrow_tile(AT, dZ, r, j, width, 0, n, lr, weight_decay, W)
+    elif width <= ROW_TILE_VECTORS // 2 * lanes:
+        step_row_half_tile(AT, dZ, r, j, width, 0, n, lr, weight_decay, W)
+    else:
+        step_row_edge_tile(AT, dZ, r, j, width, 0, n, lr, weight_decay, W)
+
+
+@helper
 def sgd_step_rows(AT, dZ, start, stop, lr, weight_decay, W):
     """The SGD step without momentum (plain_step) on W[start:stop, m] from its gradient
     AT[start:stop, n] @ dZ[n, m], summed as product_rows sums it: each tile steps its block
@@ -125,16 +139,11 @@ def sgd_step_rows(AT, dZ, start, stop, lr, weight_decay, W):
                 step_narrow_tile(AT, dZ, p, full, m - full, 0, n, lr, weight_decay, W)
     row_width = ROW_TILE_VECTORS * lanes
     row_full = m - m % row_width
-    left = m - row_full
     for r in range(full_rows, stop):
         for j in range(0, row_full, row_width):
             step_row_tile(AT, dZ, r, j, row_width, 0, n, lr, weight_decay, W)
-        if left > 0 and left <= lanes:
-            step_row_narrow_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
-        elif left > 0 and left <= ROW_TILE_VECTORS // 2 * lanes:
-            step_row_half_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
-        elif left > 0:
-            step_row_edge_tile(AT, dZ, r, row_full, left, 0, n, lr, weight_decay, W)
+        if row_full < m:
+            step_row_edge(AT, dZ, r, row_full, m - row_full, lr, weight_decay, W)
 
 
 @parallel_kernel
