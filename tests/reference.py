@@ -175,6 +175,16 @@ def backward(layers, X, Y, hidden, output_activation, loss, weights=None, weight
     return loss_value(loss, Z, P, Y, weights, weight_total), dWs, dbs
 
 
+def ordered_weight_grad(A, dZ):
+    """A.T @ dZ in A's dtype, each element summed over the samples in order, one rounding per
+    term: the kernels' bits wherever every product A[i, p] * dZ[i, j] is exact (a fused
+    multiply-add then rounds only its sum)."""
+    out = np.zeros((A.shape[1], dZ.shape[1]), A.dtype)
+    for a, d in zip(A, dZ):
+        out = out + np.multiply.outer(a, d)
+    return out
+
+
 # ------------------------------------------------------------------ optimiser
 def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """One torch.optim.SGD step (dampening 0) for one parameter; `buf` is None before

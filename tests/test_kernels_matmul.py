@@ -5,8 +5,8 @@ import pytest
 
 import reference as ref
 from conftest import ACTIVATION_CODES
-from fastmlp.kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
-                                    weight_grad)
+from fastmlp.kernels.matmul import (GRAD_PASS_BYTES, bias_grad, dense_forward, input_grad,
+                                    input_grad_row, transpose, weight_grad)
 
 # (n, k, m): 1x1, batch below the thread count (n=1), sizes not multiples of 4,
 # exact multiples of 4, and batches with 1..3 leftover rows.
@@ -139,6 +139,22 @@ def test_weight_grad_sums_over_the_batch_in_order():
     out = np.empty((1, 1), np.float32)
     weight_grad.serial(A, dZ, out)
     assert out[0, 0] == (np.float32(1e8) + np.float32(1.0)) - np.float32(1e8)
+
+
+# Batches of several passes (GRAD_PASS_BYTES // itemsize samples each), the last one short,
+# for every tile kind of the output: whole tiles, masked edges, rows past the tile rows.
+@pytest.mark.parametrize("k, m", [(3, 5), (16, 32), (21, 40), (9, 140)])
+def test_weight_grad_over_several_passes_sums_each_element_in_sample_order_bitwise(k, m, dtype,
+                                                                                    rng):
+    n = 2 * GRAD_PASS_BYTES // np.dtype(dtype).itemsize + 37
+    # Powers of two make every product exact, so only the order of the sums sets the bits.
+    A = (rng.choice([-1, 1], size=(n, k)) * 2.0 ** rng.integers(-3, 4, size=(n, k))).astype(dtype)
+    dZ = random(rng, (n, m), dtype, scale=1e3)
+    expected = ref.ordered_weight_grad(A, dZ)
+    for variant in (weight_grad.serial, weight_grad.parallel):
+        out = np.full((k, m), np.nan, dtype)
+        variant(A, dZ, out)
+        assert np.array_equal(out, expected)
 
 
 # ------------------------------------------------------------------- bias_grad

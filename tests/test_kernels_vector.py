@@ -51,7 +51,7 @@ def transpose_tile(W, p, j, out):
 
 @numba.njit
 def block(X, W, i, rows, out):
-    accumulate_block(X, W, i, rows, out)
+    accumulate_block(X, W, i, rows, 0, X.shape[1], out)
 
 
 def lanes(dtype):

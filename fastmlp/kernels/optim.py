@@ -19,7 +19,7 @@ from numba import prange
 from .._jit import helper, kernel, parallel_kernel, rows_flat
 from .activations import activate_rows, backprop_rows
 from .functions import fused_multiply_add
-from .matmul import GRAD_CHUNK_ROWS, bias_grad, product_rows
+from .matmul import GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, gradient_rows
 from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, step_edge_tile,
                      step_narrow_tile, step_row_edge_tile, step_row_half_tile, step_row_narrow_tile,
                      step_row_tile, step_tile, update_row_edge_tile, update_row_tile)
@@ -99,7 +99,7 @@ def gradient_block(AT, dZ, start, stop, out):
     rows when out has all of AT's, else from row 0 (the serial kernels' one block); returns
     the row of out they start at."""
     at = start if out.shape[0] >= AT.shape[0] else 0
-    product_rows(AT[start:stop], dZ, 0, stop - start, out[at:])
+    gradient_rows(AT[start:stop], dZ, 0, stop - start, out[at:])
     return at
 
 
@@ -120,7 +120,7 @@ def step_row_edge(AT, dZ, r, j, width, lr, weight_decay, W):
 @helper
 def sgd_step_rows(AT, dZ, start, stop, lr, weight_decay, W):
     """The SGD step without momentum (plain_step) on W[start:stop, m] from its gradient
-    AT[start:stop, n] @ dZ[n, m], summed as product_rows sums it: each tile steps its block
+    AT[start:stop, n] @ dZ[n, m], summed as gradient_rows sums it: each tile steps its block
     of W from the sums in its registers, so the gradient is never stored."""
     n = AT.shape[1]
     m = W.shape[1]
@@ -151,18 +151,20 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     """The SGD step on W[k, m] and velocity[k, m] from the weight gradient A[n, k].T @ dZ[n, m]
     (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache.
 
-    Without momentum the tiles step W from the sums in their registers (sgd_step_rows; 784x256
-    at 32 samples, one thread: 66 µs became 53) and `out` is not touched. With momentum the
-    gradient passes through out, working space of (k, m), a block of rows per chunk, or for the
-    serial kernel (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the
-    whole gradient's trip through L2 (784x256 at one sample: 20 µs became 17).
+    Without momentum, on batches that the gradient sums in one pass (matmul.GRAD_PASS_BYTES),
+    the tiles step W from the sums in their registers (sgd_step_rows; 784x256 at 32 samples,
+    one thread: 66 µs became 53) and `out` is not touched. Otherwise the gradient passes
+    through out, working space of (k, m), a block of rows per chunk, or for the serial kernel
+    (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the whole gradient's
+    trip through L2 (784x256 at one sample: 20 µs became 17).
     """
     AT = A.T
-    k = A.shape[1]
+    n, k = A.shape
+    in_registers = momentum == 0 and n <= GRAD_PASS_BYTES // W.itemsize
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)
-        if momentum == 0:
+        if in_registers:
             sgd_step_rows(AT, dZ, p, stop, lr, weight_decay, W)
         else:
             at = gradient_block(AT, dZ, p, stop, out)
