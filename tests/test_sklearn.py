@@ -431,3 +431,29 @@ def test_mismatched_coefs_and_intercepts_are_an_error():
     est.intercepts_ = est.intercepts_[:1]
     with pytest.raises(ValueError, match="intercepts_"):
         est.predict(X)
+
+
+def test_lbfgs_runs_scipy_on_one_blas_thread_and_restores_the_blas_threads(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.optimize
+    controller = threadpoolctl.ThreadpoolController()
+    if not controller.select(user_api="blas"):
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen = []
+    real = scipy.optimize.minimize
+
+    def minimize(*args, **kwargs):
+        seen.append({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                     if p["user_api"] == "blas"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", minimize)
+    X, y = load_digits(return_X_y=True)
+    with controller.limit(limits=2, user_api="blas"):
+        before = {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas"}
+        MLPClassifier(solver="lbfgs", max_iter=3, random_state=0).fit(X[:200] / 16, y[:200])
+        after = {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                 if p["user_api"] == "blas"}
+    assert seen == [{1}]
+    assert after == before
