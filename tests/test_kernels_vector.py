@@ -5,6 +5,7 @@ import numba
 import numpy as np
 import pytest
 
+import reference as ref
 from fastmlp.kernels import vector
 from fastmlp.kernels.matmul import accumulate_block
 
@@ -42,6 +43,11 @@ def row_narrow_tile(X, W, i, j, width, out):
 @numba.njit
 def chunked_tile(X, W, i, j, start, stop, out):
     vector.accumulate_tile(X, W, i, j, 0, start, stop, out)
+
+
+@numba.njit
+def columns_tile(A, dZ, p, width, start, stop, out):
+    vector.gradient_columns_tile(A.T, dZ, p, width, start, stop, out)
 
 
 @numba.njit
@@ -158,4 +164,19 @@ def test_transpose_tile_writes_its_block_transposed_and_nothing_else(p, j, dtype
     transpose_tile(W, p, j, out)
     expected = np.full(out.shape, np.nan, dtype)
     expected[j:j + size, p:p + size] = W[p:p + size, j:j + size].T
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("m", range(1, vector.COLUMN_TILE_MAX + 1))
+@pytest.mark.parametrize("width", [1, 5, vector.COLUMN_TILE_ROWS])
+def test_gradient_columns_tile_writes_its_rows_of_the_gradient_in_sample_order_and_nothing_else(
+        m, width, dtype, rng):
+    n, k, p = 23, vector.COLUMN_TILE_ROWS + 9, 3
+    # Powers of two make every product exact, so only the order of the sums sets the bits.
+    A = (rng.choice([-1, 1], size=(n, k)) * 2.0 ** rng.integers(-3, 4, size=(n, k))).astype(dtype)
+    dZ = (1e3 * rng.normal(size=(n, m))).astype(dtype)
+    out = np.full((k, m), np.nan, dtype)
+    columns_tile(A, dZ, p, width, 2, 20, out)
+    expected = np.full((k, m), np.nan, dtype)
+    expected[p:p + width] = ref.ordered_weight_grad(A[2:20], dZ[2:20])[p:p + width]
     np.testing.assert_array_equal(out, expected)

@@ -11,12 +11,12 @@ from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
 from .activations import activate_rows, backprop_rows
-from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
-                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_half_tile,
-                     accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
-                     product_edge_tile, product_narrow_tile, product_row_edge_tile,
-                     product_row_half_tile, product_row_narrow_tile, product_row_tile, product_tile,
-                     transpose_tile)
+from .vector import (COLUMN_TILE_MAX, COLUMN_TILE_ROWS, ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS,
+                     VECTOR_BYTES, accumulate_edge_tile, accumulate_narrow_tile,
+                     accumulate_row_edge_tile, accumulate_row_half_tile, accumulate_row_narrow_tile,
+                     accumulate_row_tile, accumulate_tile, gradient_columns_tile, product_edge_tile,
+                     product_narrow_tile, product_row_edge_tile, product_row_half_tile,
+                     product_row_narrow_tile, product_row_tile, product_tile, transpose_tile)
 
 
 @helper
@@ -154,8 +154,12 @@ def accumulate_rows(X, W, start, stop, first, last, out):
 def gradient_rows(AT, dZ, start, stop, out):
     """out[start:stop, m] = AT[start:stop, n] @ dZ[n, m], rows of the weight gradient, each
     element summed over the n samples in order, in passes of GRAD_PASS_BYTES // itemsize
-    samples."""
+    samples; outputs at most COLUMN_TILE_MAX wide on column tiles, in one pass (the same bits)."""
     n = AT.shape[1]
+    if dZ.shape[1] <= COLUMN_TILE_MAX and AT.strides[0] == AT.itemsize:
+        for p in range(start, stop, COLUMN_TILE_ROWS):
+            gradient_columns_tile(AT, dZ, p, min(COLUMN_TILE_ROWS, stop - p), 0, n, out)
+        return
     samples = GRAD_PASS_BYTES // out.itemsize
     product_rows(AT, dZ, start, stop, 0, min(samples, n), out)
     for first in range(samples, n, samples):
