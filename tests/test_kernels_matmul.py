@@ -166,15 +166,24 @@ def test_bias_grad_matches_reference(shape, dtype, rng, assert_close):
     assert_close(out, dZ.astype(np.float64).sum(axis=0), dtype, scale=np.sqrt(shape[0]) * 2)
 
 
-def test_bias_grad_sums_in_row_order(rng):
-    # "summed over n in order": equal bitwise to a left-to-right float32 sum.
-    dZ = random(rng, (37, 5), np.float32, scale=1e3)
-    out = np.empty(5, np.float32)
-    bias_grad(dZ, out)
-    expected = np.zeros(5, np.float32)
+# Widths of one vector or less, between vectors, and of one, two and more register passes.
+@pytest.mark.parametrize("m", [1, 5, 16, 37, 100, 256, 300, 600])
+def test_bias_grad_sums_in_row_order(m, dtype, rng):
+    # "summed over n in order": equal bitwise to a left-to-right sum in dtype.
+    dZ = random(rng, (37, m), dtype, scale=1e3)
+    out = np.full(m + 3, np.nan, dtype)
+    bias_grad(dZ, out[:m])
+    expected = np.zeros(m, dtype)
     for row in dZ:
         expected = expected + row
-    assert np.array_equal(out, expected)
+    assert np.array_equal(out[:m], expected)
+    assert np.isnan(out[m:]).all()
+
+
+def test_bias_grad_of_no_rows_is_zero(dtype):
+    out = np.full(20, np.nan, dtype)
+    bias_grad(np.empty((0, 20), dtype), out)
+    assert np.array_equal(out, np.zeros(20, dtype))
 
 
 # ------------------------------------------------------------------- transpose

@@ -11,10 +11,11 @@ from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
 from .activations import activate_rows, backprop_rows
-from .vector import (COLUMN_TILE_MAX, COLUMN_TILE_ROWS, ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS,
-                     VECTOR_BYTES, accumulate_edge_tile, accumulate_narrow_tile,
-                     accumulate_row_edge_tile, accumulate_row_half_tile, accumulate_row_narrow_tile,
-                     accumulate_row_tile, accumulate_tile, gradient_columns_tile, product_edge_tile,
+from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, ROW_TILE_VECTORS,
+                     TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
+                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_half_tile,
+                     accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
+                     column_sums_tile, gradient_columns_tile, product_edge_tile,
                      product_narrow_tile, product_row_edge_tile, product_row_half_tile,
                      product_row_narrow_tile, product_row_tile, product_tile, transpose_tile)
 
@@ -237,13 +238,12 @@ def weight_grad(A, dZ, out):
 @kernel
 def bias_grad(dZ, out):
     """out[m] = sum over n of dZ[n, m], in order."""
-    n, m = dZ.shape
-    zero = out.dtype.type(0)
-    for j in range(m):
-        out[j] = zero
-    for i in range(n):
-        for j in range(m):
-            out[j] = out[j] + dZ[i, j]
+    m = dZ.shape[1]
+    # The sums in registers: summed through out, each row's additions waited on the last
+    # row's stores (200x100 float32: 0.95 µs, in registers 0.4).
+    width = COLUMN_SUMS_VECTORS * (VECTOR_BYTES // out.itemsize)
+    for j in range(0, m, width):
+        column_sums_tile(dZ, j, min(width, m - j), out)
 
 
 @parallel_kernel

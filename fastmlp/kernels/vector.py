@@ -389,6 +389,59 @@ def gradient_columns_tile(typingctx, AT, dZ, p, width, start, stop, out):
     return types.void(AT, dZ, p, width, start, stop, out), codegen
 
 
+# Running sums of column_sums_tile: half the register file, so that rows up to that wide are
+# read once, in order (200x100 float64: 0.67 µs in one pass, 1.5 in a pass of 8 vectors and
+# one of 5).
+COLUMN_SUMS_VECTORS = 16 if VECTOR_BYTES == 64 else 8
+
+
+def _emit_column_sums(context, builder, signature, args, vectors):
+    dZ_type, j_type, width_type, out_type = signature.args
+    emit = _Emitter(context, builder, out_type.dtype, vectors, "last",
+                    context.cast(builder, args[2], width_type, types.int32))
+    dZ_array, out_array = emit.array(dZ_type, args[0]), emit.array(out_type, args[3])
+    first = emit.integer(args[1], j_type)
+    rows = cgutils.unpack_tuple(builder, dZ_array.shape, 2)[0]
+    sums = emit.registers([emit.zeros] * vectors)
+    with cgutils.for_range(builder, rows) as loop:
+        for v in range(vectors):
+            row = emit.load(emit.vector_at(dZ_array, loop.index, first, v), v)
+            builder.store(builder.fadd(builder.load(sums[v]), row), sums[v])
+    data = builder.bitcast(out_array.data, emit.element.as_pointer())
+    for v in range(vectors):
+        where = builder.gep(data, [emit.plus(first, v * emit.lanes)])
+        emit.store(builder.load(sums[v]), builder.bitcast(where, emit.vector.as_pointer()), v)
+
+
+@intrinsic
+def column_sums_tile(typingctx, dZ, j, width, out):
+    """out[j:j+width] = the sums over n of dZ[n, j:j+width], each in order from the first row,
+    one addition per term (bias_grad's bits), for width <= COLUMN_SUMS_VECTORS * lanes: the
+    sums in registers, as many vectors as the width needs, only the last one masked."""
+    if not (isinstance(dZ, types.Array) and dZ.ndim == 2 and dZ.layout == "C"):
+        return None
+    if not (isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        lanes = VECTOR_BYTES // (signature.args[-1].dtype.bitwidth // 8)
+        int64 = ir.IntType(64)
+        width = context.cast(builder, args[2], signature.args[2], types.int64)
+        count = builder.sdiv(builder.add(width, ir.Constant(int64, lanes - 1)), ir.Constant(int64, lanes))
+        end = builder.append_basic_block("column_sums.end")
+        switch = builder.switch(count, end)
+        for vectors in range(1, COLUMN_SUMS_VECTORS + 1):
+            block = builder.append_basic_block(f"column_sums.{vectors}")
+            switch.add_case(ir.Constant(int64, vectors), block)
+            builder.position_at_end(block)
+            _emit_column_sums(context, builder, signature, args, vectors)
+            builder.branch(end)
+        builder.position_at_end(end)
+        return context.get_dummy_value()
+
+    return types.void(dZ, j, width, out), codegen
+
+
 @intrinsic
 def transpose_tile(typingctx, W, p, j, out):
     """out[j:j+L, p:p+L] = W[p:p+L, j:j+L].T for L = lanes = VECTOR_BYTES // itemsize: the
