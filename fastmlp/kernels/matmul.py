@@ -109,46 +109,36 @@ GRAD_PASS_BYTES = 2048
 
 
 @helper
-def product_rows(X, W, start, stop, first, last, out):
+def product_rows(X, W, start, stop, first, last, add, out):
     """out[start:stop, m] = X[start:stop, first:last] @ W[first:last, m] as product_block
-    computes it (the same bits), with the column tiles outermost, so each strip of W serves
-    every row block of the range before the next strip is loaded."""
+    computes it (the same bits), or with `add` added to out as accumulate_block adds it, with
+    the column tiles outermost, so each strip of W serves every row block of the range before
+    the next strip is loaded."""
     m = W.shape[1]
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     full = m - m % width
     full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
     for j in range(0, full, width):
         for p in range(start, full_rows, TILE_ROWS):
-            product_tile(X, W, p, j, width, first, last, out)
+            if add:
+                accumulate_tile(X, W, p, j, width, first, last, out)
+            else:
+                product_tile(X, W, p, j, width, first, last, out)
     if full < m:
+        edge = m - full > width // TILE_VECTORS
         for p in range(start, full_rows, TILE_ROWS):
-            if m - full > width // TILE_VECTORS:
+            if add and edge:
+                accumulate_edge_tile(X, W, p, full, m - full, first, last, out)
+            elif add:
+                accumulate_narrow_tile(X, W, p, full, m - full, first, last, out)
+            elif edge:
                 product_edge_tile(X, W, p, full, m - full, first, last, out)
             else:
                 product_narrow_tile(X, W, p, full, m - full, first, last, out)
-    if full_rows < stop:
-        product_block(X, W, full_rows, stop - full_rows, first, last, out)
-
-
-@helper
-def accumulate_rows(X, W, start, stop, first, last, out):
-    """product_rows adding to out: out[start:stop, m] += X[start:stop, first:last] @
-    W[first:last, m]."""
-    m = W.shape[1]
-    width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
-    full = m - m % width
-    full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
-    for j in range(0, full, width):
-        for p in range(start, full_rows, TILE_ROWS):
-            accumulate_tile(X, W, p, j, width, first, last, out)
-    if full < m:
-        for p in range(start, full_rows, TILE_ROWS):
-            if m - full > width // TILE_VECTORS:
-                accumulate_edge_tile(X, W, p, full, m - full, first, last, out)
-            else:
-                accumulate_narrow_tile(X, W, p, full, m - full, first, last, out)
-    if full_rows < stop:
+    if full_rows < stop and add:
         accumulate_block(X, W, full_rows, stop - full_rows, first, last, out)
+    elif full_rows < stop:
+        product_block(X, W, full_rows, stop - full_rows, first, last, out)
 
 
 @helper
@@ -162,9 +152,8 @@ def gradient_rows(AT, dZ, start, stop, out):
             gradient_columns_tile(AT, dZ, p, min(COLUMN_TILE_ROWS, stop - p), 0, n, out)
         return
     samples = GRAD_PASS_BYTES // out.itemsize
-    product_rows(AT, dZ, start, stop, 0, min(samples, n), out)
-    for first in range(samples, n, samples):
-        accumulate_rows(AT, dZ, start, stop, first, min(first + samples, n), out)
+    for first in range(0, max(n, 1), samples):  # one pass, of zeros, when there are no samples
+        product_rows(AT, dZ, start, stop, first, min(first + samples, n), first > 0, out)
 
 
 @parallel_kernel

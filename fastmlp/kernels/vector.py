@@ -151,6 +151,28 @@ class _Emitter:
         return slots
 
 
+def _vectors_for(context, builder, width, width_type, dtype):
+    """The number of vectors of dtype that `width` elements fill, the last perhaps in part."""
+    lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+    int64 = ir.IntType(64)
+    width = context.cast(builder, width, width_type, types.int64)
+    return builder.sdiv(builder.add(width, ir.Constant(int64, lanes - 1)), ir.Constant(int64, lanes))
+
+
+def _emit_by_count(builder, count, largest, name, body):
+    """body(c) emitted for each c in 1..largest, the one that runs chosen by the LLVM integer
+    `count` (none when it is outside that range)."""
+    end = builder.append_basic_block(f"{name}.end")
+    switch = builder.switch(count, end)
+    for c in range(1, largest + 1):
+        block = builder.append_basic_block(f"{name}.{c}")
+        switch.add_case(ir.Constant(count.type, c), block)
+        builder.position_at_end(block)
+        body(c)
+        builder.branch(end)
+    builder.position_at_end(end)
+
+
 def _make_tile(rows, vectors, masked, assign, step=False):
     """The product tile; with `step`, its sums are the gradient of `out` (the parameters, taking
     lr and weight_decay before it) and the tile applies optim.plain_step with them instead of
@@ -293,19 +315,9 @@ def _make_update_row_tile(masked):
                 return context.get_dummy_value()
             # As many vectors as the width needs, only the last one masked: masked loads and
             # stores cost more than plain ones (400x100 as eight masked vectors: 2.9 µs, this way 1.7).
-            lanes = VECTOR_BYTES // (signature.args[-1].dtype.bitwidth // 8)
-            int64 = ir.IntType(64)
-            width = context.cast(builder, args[7], signature.args[7], types.int64)
-            count = builder.sdiv(builder.add(width, ir.Constant(int64, lanes - 1)), ir.Constant(int64, lanes))
-            end = builder.append_basic_block("update_row.end")
-            switch = builder.switch(count, end)
-            for vectors in range(1, ROW_TILE_VECTORS + 1):
-                block = builder.append_basic_block(f"update_row.{vectors}")
-                switch.add_case(ir.Constant(int64, vectors), block)
-                builder.position_at_end(block)
-                _emit_update_row(context, builder, signature, args, vectors, "last")
-                builder.branch(end)
-            builder.position_at_end(end)
+            count = _vectors_for(context, builder, args[7], signature.args[7], signature.args[-1].dtype)
+            _emit_by_count(builder, count, ROW_TILE_VECTORS, "update_row", lambda vectors:
+                           _emit_update_row(context, builder, signature, args, vectors, "last"))
             return context.get_dummy_value()
 
         return types.void(A, dZ, lr, weight_decay, X, W, j, width, out), codegen
@@ -356,7 +368,8 @@ def _emit_gradient_columns(context, builder, signature, args, columns):
             value = ir.Constant(emit.element, 0.0)
             for v in range(vectors):
                 chosen = builder.icmp_signed("==", vector, ir.Constant(emit.int32, v))
-                value = builder.select(chosen, builder.extract_element(builder.load(sums[c * vectors + v]), lane), value)
+                element = builder.extract_element(builder.load(sums[c * vectors + v]), lane)
+                value = builder.select(chosen, element, value)
             builder.store(value, emit.address(out_array, row, ir.Constant(emit.int64, c), emit.element))
 
 
@@ -375,15 +388,8 @@ def gradient_columns_tile(typingctx, AT, dZ, p, width, start, stop, out):
     def codegen(context, builder, signature, args):
         dZ_array = context.make_array(signature.args[1])(context, builder, args[1])
         columns = cgutils.unpack_tuple(builder, dZ_array.shape, 2)[1]
-        end = builder.append_basic_block("gradient_columns.end")
-        switch = builder.switch(columns, end)
-        for count in range(1, COLUMN_TILE_MAX + 1):
-            block = builder.append_basic_block(f"gradient_columns.{count}")
-            switch.add_case(ir.Constant(columns.type, count), block)
-            builder.position_at_end(block)
-            _emit_gradient_columns(context, builder, signature, args, count)
-            builder.branch(end)
-        builder.position_at_end(end)
+        _emit_by_count(builder, columns, COLUMN_TILE_MAX, "gradient_columns", lambda count:
+                       _emit_gradient_columns(context, builder, signature, args, count))
         return context.get_dummy_value()
 
     return types.void(AT, dZ, p, width, start, stop, out), codegen
@@ -424,19 +430,9 @@ def column_sums_tile(typingctx, dZ, j, width, out):
         return None
 
     def codegen(context, builder, signature, args):
-        lanes = VECTOR_BYTES // (signature.args[-1].dtype.bitwidth // 8)
-        int64 = ir.IntType(64)
-        width = context.cast(builder, args[2], signature.args[2], types.int64)
-        count = builder.sdiv(builder.add(width, ir.Constant(int64, lanes - 1)), ir.Constant(int64, lanes))
-        end = builder.append_basic_block("column_sums.end")
-        switch = builder.switch(count, end)
-        for vectors in range(1, COLUMN_SUMS_VECTORS + 1):
-            block = builder.append_basic_block(f"column_sums.{vectors}")
-            switch.add_case(ir.Constant(int64, vectors), block)
-            builder.position_at_end(block)
-            _emit_column_sums(context, builder, signature, args, vectors)
-            builder.branch(end)
-        builder.position_at_end(end)
+        count = _vectors_for(context, builder, args[2], signature.args[2], signature.args[-1].dtype)
+        _emit_by_count(builder, count, COLUMN_SUMS_VECTORS, "column_sums", lambda vectors:
+                       _emit_column_sums(context, builder, signature, args, vectors))
         return context.get_dummy_value()
 
     return types.void(dZ, j, width, out), codegen
