@@ -141,11 +141,13 @@ def product_rows(X, W, start, stop, first, last, add, out):
         product_block(X, W, full_rows, stop - full_rows, first, last, out)
 
 
-@helper
+@kernel
 def gradient_rows(AT, dZ, start, stop, out):
     """out[start:stop, m] = AT[start:stop, n] @ dZ[n, m], rows of the weight gradient, each
     element summed over the n samples in order, in passes of GRAD_PASS_BYTES // itemsize
-    samples; outputs at most COLUMN_TILE_MAX wide on column tiles, in one pass (the same bits)."""
+    samples; outputs at most COLUMN_TILE_MAX wide on column tiles, in one pass (the same bits).
+    A kernel, not inlined: its tiles are compiled once, not once per kernel that calls it
+    (inlined into the six, the first fit's compile took 17 s longer)."""
     n = AT.shape[1]
     if dZ.shape[1] <= COLUMN_TILE_MAX and AT.strides[0] == AT.itemsize:
         for p in range(start, stop, COLUMN_TILE_ROWS):
