@@ -11,12 +11,11 @@ import pytest
 import reference as ref
 from conftest import ACTIVATION_CODES
 from fastmlp.kernels import optim
-from fastmlp.kernels.matmul import (GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, dense_forward,
-                                    input_grad, weight_grad)
+from fastmlp.kernels.matmul import (GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, column_tiles_for,
+                                    dense_forward, input_grad, weight_grad)
 from fastmlp.kernels.optim import (adam_rate, adam_update, bias_grad_adam, bias_grad_update,
                                    sgd_update, sgd_update_forward_row, sgd_update_input_grad_row,
                                    weight_grad_adam, weight_grad_update)
-from fastmlp.kernels.vector import COLUMN_TILE_MAX
 
 # (n, n_decayed): 1 element, odd sizes, all / none decayed, and the weights/biases
 # boundary inside, before and after the parallel chunk boundary (CHUNK = 4096).
@@ -150,7 +149,7 @@ def test_weight_grad_update_equals_weight_grad_then_sgd_update_bitwise(shape, se
             out = np.full((k, m), np.nan, dtype)
             variant(A, dZ, lr, momentum, weight_decay, nesterov, first, W, velocity, out)
             if (momentum == 0 and n <= GRAD_PASS_BYTES // np.dtype(dtype).itemsize
-                    and m > COLUMN_TILE_MAX):
+                    and not column_tiles_for(m, n)):
                 # The tiles step W from their sums: the gradient never reaches the working space.
                 assert np.isnan(out).all()
             else:

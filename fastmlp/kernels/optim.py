@@ -19,8 +19,8 @@ from numba import prange
 from .._jit import helper, kernel, parallel_kernel, rows_flat
 from .activations import activate_rows, backprop_rows
 from .functions import fused_multiply_add
-from .matmul import GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, gradient_rows
-from .vector import (COLUMN_TILE_MAX, ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
+from .matmul import GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, column_tiles_for, gradient_rows
+from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
                      step_edge_tile, step_narrow_tile, step_row_edge_tile, step_row_half_tile,
                      step_row_narrow_tile, step_row_tile, step_tile, update_row_edge_tile,
                      update_row_tile)
@@ -153,8 +153,8 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     (as weight_grad computes it), GRAD_CHUNK_ROWS rows at a time while they are in cache.
 
     Without momentum, on batches that the gradient sums in one pass (matmul.GRAD_PASS_BYTES)
-    and outputs wider than vector.COLUMN_TILE_MAX, the tiles step W from the sums in their
-    registers (sgd_step_rows; 784x256 at 32 samples, one thread: 66 µs became 53) and `out`
+    and outputs not on column tiles (matmul.column_tiles_for), the tiles step W from the sums
+    in their registers (sgd_step_rows; 784x256 at 32 samples, one thread: 66 µs became 53) and `out`
     is not touched. Otherwise the gradient passes
     through out, working space of (k, m), a block of rows per chunk, or for the serial kernel
     (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the whole gradient's
@@ -163,7 +163,7 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
     AT = A.T
     n, k = A.shape
     in_registers = (momentum == 0 and n <= GRAD_PASS_BYTES // W.itemsize
-                    and W.shape[1] > COLUMN_TILE_MAX)
+                    and not column_tiles_for(W.shape[1], n))
     for chunk in prange((k + GRAD_CHUNK_ROWS - 1) // GRAD_CHUNK_ROWS):
         p = GRAD_CHUNK_ROWS * chunk
         stop = min(p + GRAD_CHUNK_ROWS, k)

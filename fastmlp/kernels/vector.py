@@ -329,9 +329,10 @@ def _make_update_row_tile(masked):
     return tile
 
 
-# Outputs at most this many columns wide run on gradient_columns_tile, COLUMN_TILE_ROWS rows
-# of output a tile: the row tiles' masked vectors would leave lanes idle (10 of 16 or fewer in
-# float32; 100x10 at 200 samples: 4.9 µs on row tiles, 2.7 on column tiles, 100x1: 4.9 and 1.1).
+# Outputs at most this many columns wide may run on gradient_columns_tile (as
+# matmul.column_tiles_for decides), COLUMN_TILE_ROWS rows of output a tile: the row tiles'
+# masked vectors leave lanes idle (10 of 16 or fewer in float32; 100x10 at 200 samples: 4.9 µs
+# on row tiles, 2.7 on column tiles, 100x1: 4.9 and 1.1).
 COLUMN_TILE_MAX = 12
 COLUMN_TILE_ROWS = TILE_ROWS * TILE_VECTORS
 
