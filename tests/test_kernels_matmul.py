@@ -168,9 +168,11 @@ def test_bias_grad_matches_reference(shape, dtype, rng, assert_close):
 
 # Widths of one vector or less, between vectors, and of one, two and more register passes.
 @pytest.mark.parametrize("m", [1, 5, 16, 37, 100, 256, 300, 600])
-def test_bias_grad_sums_in_row_order(m, dtype, rng):
-    # "summed over n in order": equal bitwise to a left-to-right sum in dtype.
-    dZ = random(rng, (37, m), dtype, scale=1e3)
+@pytest.mark.parametrize("n", [1, 3, 37])
+def test_bias_grad_sums_in_row_order(n, m, dtype, rng):
+    # "summed over n in order": equal bitwise to a left-to-right sum in dtype, from +0.
+    dZ = random(rng, (n, m), dtype, scale=1e3)
+    dZ[0, 0] = -0.0
     out = np.full(m + 3, np.nan, dtype)
     bias_grad(dZ, out[:m])
     expected = np.zeros(m, dtype)

@@ -238,7 +238,17 @@ def weight_grad(A, dZ, out):
 @kernel
 def bias_grad(dZ, out):
     """out[m] = sum over n of dZ[n, m], in order."""
-    m = dZ.shape[1]
+    n, m = dZ.shape
+    if n < 8:
+        # A few rows: setting up the tile costs more than the sums (400-14-8-2 at one sample
+        # took 0.84 µs a step with it, 0.78 without).
+        zero = out.dtype.type(0)
+        for j in range(m):
+            out[j] = zero
+        for i in range(n):
+            for j in range(m):
+                out[j] = out[j] + dZ[i, j]
+        return
     # The sums in registers: summed through out, each row's additions waited on the last
     # row's stores (200x100 float32: 0.95 µs, in registers 0.4).
     width = COLUMN_SUMS_VECTORS * (VECTOR_BYTES // out.itemsize)
