@@ -154,11 +154,11 @@ def weight_grad_update(A, dZ, lr, momentum, weight_decay, nesterov, first_step, 
 
     Without momentum, on batches that the gradient sums in one pass (matmul.GRAD_PASS_BYTES)
     and outputs not on column tiles (matmul.column_tiles_for), the tiles step W from the sums
-    in their registers (sgd_step_rows; 784x256 at 32 samples, one thread: 66 µs became 53) and `out`
-    is not touched. Otherwise the gradient passes
-    through out, working space of (k, m), a block of rows per chunk, or for the serial kernel
-    (GRAD_CHUNK_ROWS, m), one block that stays in the L1 cache and spares the whole gradient's
-    trip through L2 (784x256 at one sample: 20 µs became 17).
+    in their registers (sgd_step_rows; 784x256 at 32 samples, one thread: 66 µs became 53)
+    and `out` is not touched. Otherwise the gradient passes through out, working space of
+    (k, m), a block of rows per chunk, or for the serial kernel (GRAD_CHUNK_ROWS, m), one
+    block that stays in the L1 cache and spares the whole gradient's trip through L2 (784x256
+    at one sample: 20 µs became 17).
     """
     AT = A.T
     n, k = A.shape
