@@ -74,13 +74,21 @@ class _Emitter:
         return self.builder.add(value, ir.Constant(self.int64, constant))
 
     def array(self, array_type, value):
-        return self.context.make_array(array_type)(self.context, self.builder, value)
+        array = self.context.make_array(array_type)(self.context, self.builder, value)
+        # A C-contiguous array's column stride is its item size, known when compiling.
+        array._column_stride = (ir.Constant(self.int64, array_type.dtype.bitwidth // 8)
+                                if array_type.layout == "C" else None)
+        return array
 
     def address(self, array, row, column, kind):
         # Both strides, so X may be a transposed view; W and out are read and written as whole
-        # vectors along their (contiguous) rows.
+        # vectors along their (contiguous) rows. A constant column stride makes the vectors of
+        # a row constant offsets from one address; from the stride read at run time LLVM
+        # sometimes built them as a chain of additions, one after another at every step.
         builder = self.builder
         row_stride, column_stride = cgutils.unpack_tuple(builder, array.strides, 2)
+        if getattr(array, "_column_stride", None) is not None:
+            column_stride = array._column_stride
         offset = builder.add(builder.mul(row, row_stride), builder.mul(column, column_stride))
         byte = builder.gep(builder.bitcast(array.data, ir.IntType(8).as_pointer()), [offset])
         return builder.bitcast(byte, kind.as_pointer())
