@@ -390,7 +390,8 @@ def test_poisson_is_finite_for_large_negative_and_moderate_logits(logit, dtype):
 
 
 # ------------------------------------------------- squared_norm / add_l2_gradient
-@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+# Sizes below, at and past whole blocks of the vector sums (SQUARES_BLOCK: 32 with AVX-512).
+@pytest.mark.parametrize("n", [0, 1, 7, 31, 32, 33, 65, 1000, 40100])
 def test_squared_norm_is_the_float64_sum_of_squares(n, dtype, rng):
     x = rng.normal(size=n).astype(dtype)
     value = squared_norm(x)

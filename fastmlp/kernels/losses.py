@@ -19,6 +19,7 @@ import numpy as np
 from .._jit import helper, kernel
 from .activations import IDENTITY, backprop_rows, exp_shifted_rows, row_max
 from .functions import exp
+from .vector import SQUARES_BLOCK, squares_sum
 
 MSE = 0
 MAE = 1
@@ -235,27 +236,16 @@ def softmax_cross_entropy(Z, Y, weights, weight_total, scale, P, out):
 
 @kernel
 def squared_norm(x):
-    """sum of x[i]^2 over the 1-D array x, in float64, as eight interleaved partial sums
-    (element i in sum i mod 8) added at the end: one running sum would wait on the adder's
-    latency at every element, eight keep it busy, and the order is fixed."""
+    """sum of x[i]^2 over the 1-D array x, in float64: the blocks of SQUARES_BLOCK elements
+    on vectors of running sums (vector.squares_sum; one running sum would wait on the adder's
+    latency at every element), the rest in order after them. The order is fixed."""
     n = x.shape[0]
-    full = n - n % 8
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    for i in range(0, full, 8):
-        v0, v1, v2, v3 = np.float64(x[i]), np.float64(x[i + 1]), np.float64(x[i + 2]), np.float64(x[i + 3])
-        v4, v5, v6, v7 = np.float64(x[i + 4]), np.float64(x[i + 5]), np.float64(x[i + 6]), np.float64(x[i + 7])
-        s0 += v0 * v0
-        s1 += v1 * v1
-        s2 += v2 * v2
-        s3 += v3 * v3
-        s4 += v4 * v4
-        s5 += v5 * v5
-        s6 += v6 * v6
-        s7 += v7 * v7
+    full = n - n % SQUARES_BLOCK
+    total = squares_sum(x, full)
     for i in range(full, n):
         v = np.float64(x[i])
-        s0 += v * v
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        total += v * v
+    return total
 
 
 @kernel
