@@ -185,6 +185,28 @@ def ordered_weight_grad(A, dZ):
     return out
 
 
+def ordered_squared_norm(x, lanes, vectors):
+    """sum of x[i]^2 in float64 in losses.squared_norm's order: element i of the leading
+    whole blocks of lanes * vectors in lane i % lanes of running sum (i // lanes) % vectors,
+    the sums added pairwise, their lanes in order, then the rest in order. The kernel's bits
+    wherever every square is exact in float64 (float32 input: 48-bit products)."""
+    x = np.asarray(x, np.float64)
+    block = lanes * vectors
+    full = len(x) - len(x) % block
+    sums = np.zeros((vectors, lanes))
+    for start in range(0, full, block):
+        chunk = x[start:start + block].reshape(vectors, lanes)
+        sums = sums + chunk * chunk
+    while len(sums) > 1:
+        sums = np.array([sums[k] + sums[k + 1] for k in range(0, len(sums), 2)])
+    total = 0.0
+    for lane in range(lanes):
+        total = sums[0][lane] if lane == 0 else total + sums[0][lane]
+    for value in x[full:]:
+        total = total + value * value
+    return float(total)
+
+
 # ------------------------------------------------------------------ optimiser
 def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """One torch.optim.SGD step (dampening 0) for one parameter; `buf` is None before

@@ -10,6 +10,7 @@ from fastmlp.kernels import losses
 from fastmlp.kernels.activations import activation_forward
 from fastmlp.kernels.losses import (add_l2_gradient, loss_gradient, loss_value,
                                     softmax_cross_entropy, softplus, squared_norm)
+from fastmlp.kernels.vector import SQUARES_BLOCK, VECTOR_BYTES
 
 SHAPES = [(1, 1), (1, 3), (2, 5), (7, 13), (37, 11)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
@@ -398,6 +399,13 @@ def test_squared_norm_is_the_float64_sum_of_squares(n, dtype, rng):
     assert isinstance(value, float)
     x64 = x.astype(np.float64)
     assert value == pytest.approx(float(x64 @ x64), rel=1e-13, abs=0)
+
+
+@pytest.mark.parametrize("n", [31, 32, 33, 100, 1000, 40100])
+def test_squared_norm_of_float32_sums_in_its_documented_order_bitwise(n, rng):
+    x = rng.normal(size=n).astype(np.float32)
+    lanes = VECTOR_BYTES // 8
+    assert squared_norm(x) == ref.ordered_squared_norm(x, lanes, SQUARES_BLOCK // lanes)
 
 
 @pytest.mark.parametrize("n", [1, 7, 1000])
