@@ -109,10 +109,11 @@ class _Emitter:
     def row_bases(self, array, first_row, rows):
         """The addresses of array[first_row + r, 0] for r < rows, hidden from LLVM's loop
         optimiser. Seen as one base plus multiples of the row stride, the rows of a tile were
-        sometimes addressed as a chain of additions carried from one step to the next (rows
-        times the adder's latency a step; as Numba's cache compiles parallel kernels, 400x16
-        at 1024 rows took 100 µs, 60 as the JIT compiled them); hidden, each row keeps its own
-        base, indexed by the step's column offset."""
+        sometimes addressed as a chain of additions carried from one step to the next, the
+        rows times the adder's latency a step: in the copy of the parallel forward kernel that
+        Numba's cache held (its loop body linked in and optimised again), 400x16 at 1024 rows
+        took 100 µs, against 60 compiled in the running process. Hidden, each row keeps its
+        own base, indexed by the step's column offset."""
         builder = self.builder
         byte_pointer = ir.IntType(8).as_pointer()
         opaque = ir.FunctionType(byte_pointer, [byte_pointer])
@@ -122,8 +123,8 @@ class _Emitter:
                             False) for r in range(rows)]
 
     def scalar_from(self, base, column):
-        """array[row, column] of a C-contiguous array broadcast to every lane, with base the
-        row's row_bases entry: the base plus the scaled column, one addressing mode."""
+        """The element `column` of a C-contiguous array's row whose row_bases entry is `base`,
+        broadcast to every lane: the base plus the scaled column, one addressing mode."""
         builder = self.builder
         byte = builder.gep(base, [builder.mul(column, ir.Constant(self.int64, self.size))])
         return self.broadcast(builder.load(builder.bitcast(byte, self.element.as_pointer())))
