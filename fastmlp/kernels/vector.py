@@ -531,37 +531,26 @@ def squares_sum(typingctx, x, stop):
 
     def codegen(context, builder, signature, args):
         x_type, stop_type = signature.args
-        double = ir.DoubleType()
-        lanes = VECTOR_BYTES // 8
-        vector = ir.VectorType(double, lanes)
+        emit = _Emitter(context, builder, types.float64, SQUARES_VECTORS, False)
         element = context.get_data_type(x_type.dtype)
-        loaded = ir.VectorType(element, lanes)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.v{lanes}f64")
-        x_array = context.make_array(x_type)(context, builder, args[0])
-        data = builder.bitcast(x_array.data, element.as_pointer())
-        stop = context.cast(builder, args[1], stop_type, types.int64)
-        int64 = ir.IntType(64)
-        zeros = ir.Constant(vector, [0.0] * lanes)
-        sums = []
-        for _ in range(SQUARES_VECTORS):
-            slot = cgutils.alloca_once(builder, vector)
-            builder.store(zeros, slot)
-            sums.append(slot)
-        with cgutils.for_range_slice(builder, ir.Constant(int64, 0), stop,
-                                     ir.Constant(int64, SQUARES_BLOCK), inc=True) as (i, _):
+        loaded = ir.VectorType(element, emit.lanes)
+        data = builder.bitcast(emit.array(x_type, args[0]).data, element.as_pointer())
+        stop = emit.integer(args[1], stop_type)
+        sums = emit.registers([emit.zeros] * SQUARES_VECTORS)
+        with cgutils.for_range_slice(builder, ir.Constant(emit.int64, 0), stop,
+                                     ir.Constant(emit.int64, SQUARES_BLOCK), inc=True) as (i, _):
             for v, slot in enumerate(sums):
-                where = builder.gep(data, [builder.add(i, ir.Constant(int64, v * lanes))])
+                where = builder.gep(data, [emit.plus(i, v * emit.lanes)])
                 value = builder.load(builder.bitcast(where, loaded.as_pointer()), align=x_type.dtype.bitwidth // 8)
-                if element != double:
-                    value = builder.fpext(value, vector)
-                builder.store(builder.call(fma, [value, value, builder.load(slot)]), slot)
+                if element != emit.element:
+                    value = builder.fpext(value, emit.vector)
+                builder.store(emit.fma(value, value, builder.load(slot)), slot)
         values = [builder.load(slot) for slot in sums]
         while len(values) > 1:
             values = [builder.fadd(values[k], values[k + 1]) for k in range(0, len(values), 2)]
-        total = builder.extract_element(values[0], ir.Constant(ir.IntType(32), 0))
-        for lane in range(1, lanes):
-            total = builder.fadd(total, builder.extract_element(values[0], ir.Constant(ir.IntType(32), lane)))
+        total = builder.extract_element(values[0], ir.Constant(emit.int32, 0))
+        for lane in range(1, emit.lanes):
+            total = builder.fadd(total, builder.extract_element(values[0], ir.Constant(emit.int32, lane)))
         return total
 
     return types.float64(x, stop), codegen
