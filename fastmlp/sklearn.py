@@ -35,6 +35,7 @@ Where this module differs from scikit-learn, on purpose:
 - Read-only input (a memory map) is copied once rather than compiled for.
 """
 
+import functools
 import numbers
 import warnings
 
@@ -68,7 +69,10 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # Rows of sparse or large input densified at a time by predict.
 _PREDICT_CHUNK = 4096
-_thread_pools = []  # a ThreadpoolController, made on first use (listing the pools takes ~3 ms)
+@functools.lru_cache(maxsize=None)
+def _thread_pools():
+    """The process's thread pools, listed once, on first use (listing them takes ~3 ms)."""
+    return threadpoolctl.ThreadpoolController()
 
 
 def _one_blas_thread():
@@ -76,9 +80,7 @@ def _one_blas_thread():
     through BLAS between the gradient evaluations; with more BLAS threads, OpenBLAS's
     spin-waiting threads and the kernels' OpenMP threads fight over the cores (20,000 x 400,
     2 threads: a fit took 0.88 s, with one BLAS thread 0.29 s)."""
-    if not _thread_pools:
-        _thread_pools.append(threadpoolctl.ThreadpoolController())
-    return _thread_pools[0].limit(limits=1, user_api="blas")
+    return _thread_pools().limit(limits=1, user_api="blas")
 
 
 def _check_dtype(dtype):
