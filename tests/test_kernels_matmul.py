@@ -44,10 +44,13 @@ def test_dense_forward_parallel_equals_serial_bitwise(shape, activation, dtype, 
     assert np.array_equal(parallel, serial)
 
 
-def test_dense_forward_row_does_not_depend_on_batch_position(dtype, rng):
-    # The module promises the same summation order whatever the 4-row blocking:
+# m: a narrow edge, and edges packed beside a full tile (vector.PACK_GROUP) of 1, 2 and 4 columns
+# in float32 and float64.
+@pytest.mark.parametrize("m", [7, 33, 36, 66, 100, 130])
+def test_dense_forward_row_does_not_depend_on_batch_position(m, dtype, rng):
+    # The module promises the same summation order whatever the row blocking:
     # a row computed inside a full block equals the row computed on its own.
-    n, k, m = 11, 23, 7
+    n, k = 19, 23
     X, W, b = random(rng, (n, k), dtype), random(rng, (k, m), dtype), random(rng, m, dtype)
     batch = np.empty((n, m), dtype)
     dense_forward.serial(X, W, b, ACTIVATION_CODES["identity"], batch)
@@ -111,6 +114,21 @@ def test_input_grad_row_equals_input_grad_on_the_transpose_bitwise(shape, activa
     assert np.array_equal(out, expected)
 
 
+@pytest.mark.parametrize("k", [7, 33, 36, 66, 100, 130])
+def test_input_grad_row_does_not_depend_on_batch_position(k, dtype, rng):
+    # Rows of full blocks, whose edge columns may run packed, against each row on its own.
+    n, m = 19, 23
+    dZ, W = random(rng, (n, m), dtype), random(rng, (k, m), dtype)
+    A = ref.activation("sigmoid", rng.normal(size=(n, k))).astype(dtype)
+    code = ACTIVATION_CODES["sigmoid"]
+    batch = np.empty((n, k), dtype)
+    input_grad.serial(dZ, np.ascontiguousarray(W.T), A, code, batch)
+    for i in range(n):
+        alone = np.full((1, k), np.nan, dtype)
+        input_grad_row(dZ[i:i + 1].copy(), W, A[i:i + 1].copy(), code, alone)
+        assert np.array_equal(alone[0], batch[i]), f"row {i}"
+
+
 # ----------------------------------------------------------------- weight_grad
 # weight_grad(A, dZ, out): out[k, m] = A[n, k].T @ dZ[n, m], A the layer input.
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -143,7 +161,8 @@ def test_weight_grad_sums_over_the_batch_in_order():
 
 # Batches of several passes (GRAD_PASS_BYTES // itemsize samples each), the last one short,
 # for every tile kind of the output: whole tiles, masked edges, rows past the tile rows.
-@pytest.mark.parametrize("k, m", [(3, 5), (16, 32), (21, 40), (9, 140)])
+@pytest.mark.parametrize("k, m", [(3, 5), (16, 32), (21, 40), (9, 140), (21, 36), (17, 100),
+                                  (9, 130)])
 def test_weight_grad_over_several_passes_sums_each_element_in_sample_order_bitwise(k, m, dtype,
                                                                                     rng):
     n = 2 * GRAD_PASS_BYTES // np.dtype(dtype).itemsize + 37

@@ -41,6 +41,35 @@ def row_narrow_tile(X, W, i, j, width, out):
 
 
 @numba.njit
+def packed_tiles(X, W, b, i, j, width, lr, weight_decay, kind, out):
+    """The full tile at column j with its packed edge `width` wide beside it (kind: 0 from
+    out, 1 from zero, 2 from the bias row, 3 the SGD step on out), or, with kind + 4, the
+    same sums from the full tile and the narrow tile."""
+    k = X.shape[1]
+    edge = j + vector.TILE_VECTORS * (vector.VECTOR_BYTES // out.itemsize)
+    if kind == 0:
+        vector.accumulate_packed_tile(X, W, i, j, width, 0, k, out)
+    elif kind == 1:
+        vector.product_packed_tile(X, W, i, j, width, 0, k, out)
+    elif kind == 2:
+        vector.bias_packed_tile(X, W, i, j, width, 0, k, b, out)
+    elif kind == 3:
+        vector.step_packed_tile(X, W, i, j, width, 0, k, lr, weight_decay, out)
+    elif kind == 4:
+        vector.accumulate_tile(X, W, i, j, 0, 0, k, out)
+        vector.accumulate_narrow_tile(X, W, i, edge, width, 0, k, out)
+    elif kind == 5:
+        vector.product_tile(X, W, i, j, 0, 0, k, out)
+        vector.product_narrow_tile(X, W, i, edge, width, 0, k, out)
+    elif kind == 6:
+        vector.bias_tile(X, W, i, j, 0, 0, k, b, out)
+        vector.bias_narrow_tile(X, W, i, edge, width, 0, k, b, out)
+    else:
+        vector.step_tile(X, W, i, j, 0, 0, k, lr, weight_decay, out)
+        vector.step_narrow_tile(X, W, i, edge, width, 0, k, lr, weight_decay, out)
+
+
+@numba.njit
 def chunked_tile(X, W, i, j, start, stop, out):
     vector.accumulate_tile(X, W, i, j, 0, start, stop, out)
 
@@ -104,6 +133,40 @@ def test_edge_tiles_touch_only_their_width(width, dtype, rng):
         expected[:, 3:] += X.astype(np.float64) @ W[:, 3:]
         np.testing.assert_allclose(out, expected, **tolerance(dtype))
         assert np.array_equal(out[:, :3], before[:, :3])
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
+@pytest.mark.parametrize("kind", ["accumulate", "product", "bias", "step"])
+@pytest.mark.parametrize("width", range(1, vector.PACK_GROUP + 1))
+def test_packed_edge_gives_the_narrow_tiles_bits_and_touches_only_its_columns(width, kind,
+                                                                             transposed, dtype,
+                                                                             rng):
+    # Each element of the packed edge sums fma(x, w, sum) over k in order from the same start
+    # as the narrow tile, so the bits agree; W and out end at the edge's last column, so a
+    # load or store past it would read or write outside them. X as the forward pass has it,
+    # or as the weight gradient's transposed view.
+    code = ["accumulate", "product", "bias", "step"].index(kind)
+    rows, k, j = vector.TILE_ROWS, 13, 3
+    columns = j + vector.TILE_VECTORS * lanes(dtype) + width
+    X = rng.normal(size=(rows + 2, k)).astype(dtype)
+    if transposed:
+        X = np.ascontiguousarray(X.T).T
+    W = rng.normal(size=(k, columns)).astype(dtype)
+    b = rng.normal(size=columns).astype(dtype)
+    before = rng.normal(size=(rows + 2, columns)).astype(dtype)
+    lr, weight_decay = np.dtype(dtype).type(0.1), np.dtype(dtype).type(0.01)
+    packed, unpacked = before.copy(), before.copy()
+    packed_tiles(X, W, b, 1, j, width, lr, weight_decay, code, packed)
+    packed_tiles(X, W, b, 1, j, width, lr, weight_decay, code + 4, unpacked)
+    assert np.array_equal(packed, unpacked)
+    inside = np.zeros(before.shape, bool)
+    inside[1:1 + rows, j:] = True
+    assert np.array_equal(packed[~inside], before[~inside])
+    product = X[1:1 + rows].astype(np.float64) @ W[:, j:]
+    expected = {"accumulate": before[1:1 + rows, j:] + product, "product": product,
+                "bias": b[j:] + product,
+                "step": before[1:1 + rows, j:] - 0.1 * (product + 0.01 * before[1:1 + rows, j:])}
+    np.testing.assert_allclose(packed[1:1 + rows, j:], expected[kind], **tolerance(dtype))
 
 
 def test_row_tile_matches_the_product(dtype, rng):

@@ -10,14 +10,27 @@ reproducible bit for bit.
 from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
-from .activations import activate_rows, backprop_rows
-from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, ROW_TILE_VECTORS,
-                     TILE_ROWS, TILE_VECTORS, VECTOR_BYTES, accumulate_edge_tile,
-                     accumulate_narrow_tile, accumulate_row_edge_tile, accumulate_row_half_tile,
+from .activations import IDENTITY, activate_rows, backprop_rows
+from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, PACK_GROUP,
+                     ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
+                     accumulate_edge_tile, accumulate_narrow_tile, accumulate_packed_tile,
+                     accumulate_row_edge_tile, accumulate_row_half_tile,
                      accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
+                     bias_edge_tile, bias_narrow_tile, bias_packed_tile, bias_tile,
                      column_sums_tile, gradient_columns_tile, product_edge_tile,
-                     product_narrow_tile, product_row_edge_tile, product_row_half_tile,
-                     product_row_narrow_tile, product_row_tile, product_tile, transpose_tile)
+                     product_narrow_tile, product_packed_tile, product_row_edge_tile,
+                     product_row_half_tile, product_row_narrow_tile, product_row_tile,
+                     product_tile, transpose_tile)
+
+
+@helper
+def packed_edge(m, width, out):
+    """Whether the edge of an output m columns wide, after its tiles `width` columns wide,
+    runs packed beside the last of them (vector.PACK_GROUP): a full tile to pack it beside,
+    at most PACK_GROUP columns, and vectors that hold at least two rows of them."""
+    edge = m % width
+    return (m > width and 0 < edge <= PACK_GROUP
+            and VECTOR_BYTES // out.itemsize >= 2 * PACK_GROUP)
 
 
 @helper
@@ -81,9 +94,13 @@ def product_block(X, W, i, rows, first, last, out):
     row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     row_full = m - m % row_width
     if rows == TILE_ROWS:
-        for j in range(0, full, width):
+        packed = packed_edge(m, width, out)
+        tiled = full - width if packed else full
+        for j in range(0, tiled, width):
             product_tile(X, W, i, j, width, first, last, out)
-        if m - full > width // TILE_VECTORS:
+        if packed:
+            product_packed_tile(X, W, i, tiled, m - full, first, last, out)
+        elif m - full > width // TILE_VECTORS:
             product_edge_tile(X, W, i, full, m - full, first, last, out)
         elif full < m:
             product_narrow_tile(X, W, i, full, m - full, first, last, out)
@@ -118,13 +135,21 @@ def product_rows(X, W, start, stop, first, last, add, out):
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     full = m - m % width
     full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
-    for j in range(0, full, width):
+    packed = packed_edge(m, width, out)
+    tiled = full - width if packed else full
+    for j in range(0, tiled, width):
         for p in range(start, full_rows, TILE_ROWS):
             if add:
                 accumulate_tile(X, W, p, j, width, first, last, out)
             else:
                 product_tile(X, W, p, j, width, first, last, out)
-    if full < m:
+    if packed:
+        for p in range(start, full_rows, TILE_ROWS):
+            if add:
+                accumulate_packed_tile(X, W, p, tiled, m - full, first, last, out)
+            else:
+                product_packed_tile(X, W, p, tiled, m - full, first, last, out)
+    elif full < m:
         edge = m - full > width // TILE_VECTORS
         for p in range(start, full_rows, TILE_ROWS):
             if add and edge:
@@ -167,19 +192,46 @@ def gradient_rows(AT, dZ, start, stop, out):
         product_rows(AT, dZ, start, stop, first, min(first + samples, n), first > 0, out)
 
 
+@helper
+def forward_block(X, W, b, i, rows, out):
+    """out[i:i+rows, m] = b[m] + X[i:i+rows, k] @ W[k, m] for rows <= TILE_ROWS, each element
+    summed from its bias with one fused multiply-add per term, in order."""
+    k, m = W.shape
+    if rows < TILE_ROWS:
+        row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+        row_full = m - m % row_width
+        for r in range(i, i + rows):
+            for j in range(m):
+                out[r, j] = b[j]
+            for j in range(0, row_full, row_width):
+                accumulate_row_tile(X, W, r, j, row_width, 0, k, out)
+            if row_full < m:
+                accumulate_row_edge(X, W, r, row_full, m - row_full, 0, k, out)
+        return
+    width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+    full = m - m % width
+    packed = packed_edge(m, width, out)
+    tiled = full - width if packed else full
+    for j in range(0, tiled, width):
+        bias_tile(X, W, i, j, width, 0, k, b, out)
+    if packed:
+        bias_packed_tile(X, W, i, tiled, m - full, 0, k, b, out)
+    elif m - full > width // TILE_VECTORS:
+        bias_edge_tile(X, W, i, full, m - full, 0, k, b, out)
+    elif full < m:
+        bias_narrow_tile(X, W, i, full, m - full, 0, k, b, out)
+
+
 @parallel_kernel
 def dense_forward(X, W, b, activation, out):
     """out[n, m] = act(X[n, k] @ W[k, m] + b[m])"""
     n = X.shape[0]
-    m = W.shape[1]
     for block in prange((n + TILE_ROWS - 1) // TILE_ROWS):
         i = TILE_ROWS * block
         rows = min(TILE_ROWS, n - i)
-        for r in range(i, i + rows):
-            for j in range(m):
-                out[r, j] = b[j]
-        accumulate_block(X, W, i, rows, 0, X.shape[1], out)
-        activate_rows(out, i, i + rows, activation, out)
+        forward_block(X, W, b, i, rows, out)
+        if activation != IDENTITY:
+            activate_rows(out, i, i + rows, activation, out)
 
 
 @parallel_kernel

@@ -19,11 +19,12 @@ from numba import prange
 from .._jit import helper, kernel, parallel_kernel, rows_flat
 from .activations import activate_rows, backprop_rows
 from .functions import fused_multiply_add
-from .matmul import GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, column_tiles_for, gradient_rows
+from .matmul import (GRAD_CHUNK_ROWS, GRAD_PASS_BYTES, bias_grad, column_tiles_for,
+                     gradient_rows, packed_edge)
 from .vector import (ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
-                     step_edge_tile, step_narrow_tile, step_row_edge_tile, step_row_half_tile,
-                     step_row_narrow_tile, step_row_tile, step_tile, update_row_edge_tile,
-                     update_row_tile)
+                     step_edge_tile, step_narrow_tile, step_packed_tile, step_row_edge_tile,
+                     step_row_half_tile, step_row_narrow_tile, step_row_tile, step_tile,
+                     update_row_edge_tile, update_row_tile)
 
 # Fixed chunk size for the parallel loop: the split never depends on the thread count.
 CHUNK = 4096
@@ -129,10 +130,15 @@ def sgd_step_rows(AT, dZ, start, stop, lr, weight_decay, W):
     width = TILE_VECTORS * lanes
     full = m - m % width
     full_rows = start + (stop - start) // TILE_ROWS * TILE_ROWS
-    for j in range(0, full, width):
+    packed = packed_edge(m, width, W)
+    tiled = full - width if packed else full
+    for j in range(0, tiled, width):
         for p in range(start, full_rows, TILE_ROWS):
             step_tile(AT, dZ, p, j, width, 0, n, lr, weight_decay, W)
-    if full < m:
+    if packed:
+        for p in range(start, full_rows, TILE_ROWS):
+            step_packed_tile(AT, dZ, p, tiled, m - full, 0, n, lr, weight_decay, W)
+    elif full < m:
         for p in range(start, full_rows, TILE_ROWS):
             if m - full > lanes:
                 step_edge_tile(AT, dZ, p, full, m - full, 0, n, lr, weight_decay, W)

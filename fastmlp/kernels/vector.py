@@ -8,6 +8,10 @@ of W per step, one fused multiply-add per element and step. Each output element 
 gets exactly the sequence out = fma(x[p], w[p], out) for p = 0, 1, ..., the same rounding as
 the scalar loops that handle the edges, so tiles, edges, rows and threads give the same bits.
 
+An edge at most PACK_GROUP columns wide is summed beside the last full tile, several rows to
+a vector, in the same pass (see PACK_GROUP), and the forward pass's tiles start their sums
+from the bias row.
+
 The update tiles run one sample's SGD step on a block of W's columns and the next sample's
 product over the stepped W in the same pass, each element's step with optim.plain_step's
 rounding. The step tiles are weight-gradient tiles that end by applying that step to the
@@ -133,6 +137,12 @@ class _Emitter:
         """The address of vector v of the tile in array's row `row` from column `column`."""
         return self.address(array, row, self.plus(column, v * self.lanes), self.vector)
 
+    def vector_from(self, array, column, v):
+        """The address of vector v from element `column` of the 1-D C-contiguous `array`."""
+        data = self.builder.bitcast(array.data, self.element.as_pointer())
+        return self.builder.bitcast(self.builder.gep(data, [self.plus(column, v * self.lanes)]),
+                                    self.vector.as_pointer())
+
     def load(self, where, v):
         if self.masked and self.masks[v] is not None:
             return self.builder.call(self._masked_load,
@@ -204,41 +214,179 @@ def _emit_by_count(builder, count, largest, name, body):
     builder.position_at_end(end)
 
 
-def _make_tile(rows, vectors, masked, assign, step=False):
+def _tile_intrinsic(codegen, accepts, step, bias):
+    """The intrinsic of a product tile: (X, W, i, j, width, start, stop, out), with (lr,
+    weight_decay) before out for a step tile, or the bias row b before out for a tile whose
+    sums start from b."""
+    if step:
+        @intrinsic
+        def tile(typingctx, X, W, i, j, width, start, stop, lr, weight_decay, out):
+            if not accepts(X, W, out):
+                return None
+            return types.void(X, W, i, j, width, start, stop, lr, weight_decay, out), codegen
+    elif bias:
+        @intrinsic
+        def tile(typingctx, X, W, i, j, width, start, stop, b, out):
+            if not accepts(X, W, out) or not (isinstance(b, types.Array) and b.ndim == 1
+                                              and b.layout == "C"):
+                return None
+            return types.void(X, W, i, j, width, start, stop, b, out), codegen
+    else:
+        @intrinsic
+        def tile(typingctx, X, W, i, j, width, start, stop, out):
+            if not accepts(X, W, out):
+                return None
+            return types.void(X, W, i, j, width, start, stop, out), codegen
+    return tile
+
+
+# An edge at most PACK_GROUP columns wide beside a full tile (100 = 96 + 4 in float32) is
+# summed in the same pass, packed: lane r * PACK_GROUP + c of packed vector q holds row
+# q * rows_per + r, column c, with rows_per = lanes // PACK_GROUP. The tile's broadcasts of X
+# serve it, blended per row, and its few chains of multiply-adds run between the tile's
+# many: alone, a narrow tile is bound by its loads and a packed one by the latency of its
+# two chains. Float32, one thread: forward 400x100 at 1024 rows 406 -> 329 µs (with the sums
+# starting from the bias row), 64x100 at 200 rows 13.3 -> 10.9; the weight gradient and
+# update 400x100 at 1024 rows 405 -> 347 µs.
+PACK_GROUP = 4
+
+
+class _Packed:
+    """The packed edge (PACK_GROUP) of a tile: its groups, masked to `width` columns."""
+
+    def __init__(self, emit, width):
+        self.emit = emit
+        builder = emit.builder
+        self.group = group = PACK_GROUP
+        self.rows_per = emit.lanes // group
+        self.type = group_type = ir.VectorType(emit.element, group)
+        int32 = emit.int32
+        suffix = f"v{group}{'f32' if emit.size == 4 else 'f64'}"
+        mask_type = ir.VectorType(ir.IntType(1), group)
+        self._load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(group_type, [group_type.as_pointer(), int32, mask_type, group_type]),
+            f"llvm.masked.load.{suffix}.p0")
+        self._store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [group_type, group_type.as_pointer(), int32, mask_type]),
+            f"llvm.masked.store.{suffix}.p0")
+        lanes_type = ir.VectorType(int32, group)
+        valid = builder.insert_element(ir.Constant(lanes_type, ir.Undefined), width, ir.Constant(int32, 0))
+        valid = builder.shuffle_vector(valid, ir.Constant(lanes_type, ir.Undefined),
+                                       ir.Constant(lanes_type, [0] * group))
+        self.mask = builder.icmp_signed("<", ir.Constant(lanes_type, list(range(group))), valid)
+        self.zeros = ir.Constant(group_type, [0.0] * group)
+        self.align = ir.Constant(int32, emit.size)
+        # lane t of a packed vector belongs to row t // group of its rows.
+        self.in_row = [ir.Constant(ir.VectorType(ir.IntType(1), emit.lanes),
+                                   [t // group == r for t in range(emit.lanes)]) for r in range(self.rows_per)]
+
+    def shuffle(self, value, indices):
+        builder = self.emit.builder
+        index_type = ir.VectorType(self.emit.int32, len(indices))
+        return builder.shuffle_vector(value, ir.Constant(value.type, ir.Undefined), ir.Constant(index_type, indices))
+
+    def load(self, where):
+        return self.emit.builder.call(self._load, [where, self.align, self.mask, self.zeros])
+
+    def store(self, value, where):
+        self.emit.builder.call(self._store, [value, where, self.align, self.mask])
+
+    def at(self, array, row, column):
+        return self.emit.address(array, row, column, self.type)
+
+    def spread(self, group):
+        """A group in every row's lanes."""
+        return self.shuffle(group, [t % self.group for t in range(self.emit.lanes)])
+
+    def join(self, groups):
+        """rows_per groups as one packed vector, the first row in the lowest lanes."""
+        builder = self.emit.builder
+        while len(groups) > 1:
+            size = 2 * groups[0].type.count
+            indices = ir.Constant(ir.VectorType(self.emit.int32, size), list(range(size)))
+            groups = [builder.shuffle_vector(groups[q], groups[q + 1], indices) for q in range(0, len(groups), 2)]
+        return groups[0]
+
+    def split(self, value):
+        return [self.shuffle(value, [r * self.group + c for c in range(self.group)]) for r in range(self.rows_per)]
+
+    def blend(self, broadcasts):
+        """The packed vector of rows_per rows' broadcasts, each in its row's lanes."""
+        value = broadcasts[0]
+        for r in range(1, self.rows_per):
+            value = self.emit.builder.select(self.in_row[r], broadcasts[r], value)
+        return value
+
+
+def _make_tile(rows, vectors, masked, assign, step=False, packed=False):
     """The product tile; with `step`, its sums are the gradient of `out` (the parameters, taking
     lr and weight_decay before it) and the tile applies optim.plain_step with them instead of
-    storing the sums."""
+    storing the sums. With `packed` (full vectors only), `width` is that of a packed edge
+    (PACK_GROUP) after the tile's vectors, summed in the same pass."""
     def codegen(context, builder, signature, args):
         X_type, W_type, i_type, j_type, width_type, start_type, stop_type = signature.args[:7]
         out_type = signature.args[-1]
-        emit = _Emitter(context, builder, out_type.dtype, vectors, masked,
-                        context.cast(builder, args[4], width_type, types.int32))
+        width = context.cast(builder, args[4], width_type, types.int32)
+        emit = _Emitter(context, builder, out_type.dtype, vectors, masked, width)
         X_array, W_array = emit.array(X_type, args[0]), emit.array(W_type, args[1])
         out_array = emit.array(out_type, args[-1])
         first_row, first_column = emit.integer(args[2], i_type), emit.integer(args[3], j_type)
         start, stop = emit.integer(args[5], start_type), emit.integer(args[6], stop_type)
-        # The running sums of the tile.
-        sums = emit.registers(
-            emit.zeros if assign else emit.load(emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
-            for r in range(rows) for v in range(vectors))
+        edge = _Packed(emit, width) if packed else None
+        edge_column = emit.plus(first_column, vectors * emit.lanes)
+        edge_vectors = rows // edge.rows_per if packed else 0
+
+        def edge_rows(q):
+            return [emit.plus(first_row, q * edge.rows_per + r) for r in range(edge.rows_per)]
+
+        def edge_of_out(q):
+            return edge.join([edge.load(edge.at(out_array, row, edge_column)) for row in edge_rows(q)])
+
+        # The running sums of the tile, then of its packed edge.
+        if assign == "bias":
+            # From the bias row in registers: from out, written just before, each vector's
+            # load would wait for the scalar stores under it to retire.
+            b_array = emit.array(signature.args[7], args[7])
+            start_sums = [emit.load(emit.vector_from(b_array, first_column, v), v) for v in range(vectors)]
+            initial = [start_sums[v] for r in range(rows) for v in range(vectors)]
+            if packed:
+                where = builder.bitcast(emit.vector_from(b_array, edge_column, 0), edge.type.as_pointer())
+                initial += [edge.spread(edge.load(where))] * edge_vectors
+        else:
+            initial = [emit.zeros if assign else
+                       emit.load(emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
+                       for r in range(rows) for v in range(vectors)]
+            initial += [emit.zeros if assign else edge_of_out(q) for q in range(edge_vectors)]
+        sums = emit.registers(initial)
+        edge_sums = sums[rows * vectors:]
         # X's rows apart only when X is C-contiguous; the weight gradient's transposed A, whose
         # tile rows lie one element apart, runs faster addressed from one base.
         x_rows = emit.row_bases(X_array, first_row, rows) if X_type.layout == "C" else None
         with cgutils.for_range_slice(builder, start, stop, ir.Constant(emit.int64, 1), inc=True) as (p, _):
             w = [emit.load(emit.vector_at(W_array, p, first_column, v), v) for v in range(vectors)]
+            broadcasts = []
             for r in range(rows):
                 if x_rows is None:
                     x = emit.scalar(X_array, emit.plus(first_row, r), p)
                 else:
                     x = emit.scalar_from(x_rows[r], p)
+                broadcasts.append(x)
                 for v in range(vectors):
                     slot = sums[r * vectors + v]
                     builder.store(emit.fma(x, w[v], builder.load(slot)), slot)
+            if packed:
+                w_edge = edge.spread(edge.load(edge.at(W_array, p, edge_column)))
+                for q, slot in enumerate(edge_sums):
+                    x = edge.blend(broadcasts[q * edge.rows_per:(q + 1) * edge.rows_per])
+                    builder.store(emit.fma(x, w_edge, builder.load(slot)), slot)
         if not step:
             for r in range(rows):
                 for v in range(vectors):
                     emit.store(builder.load(sums[r * vectors + v]),
                                emit.vector_at(out_array, emit.plus(first_row, r), first_column, v), v)
+            for q, slot in enumerate(edge_sums):
+                for row, group in zip(edge_rows(q), edge.split(builder.load(slot))):
+                    edge.store(group, edge.at(out_array, row, edge_column))
             return context.get_dummy_value()
         rate, decay, decay_scalar = emit.plain_step_settings(args[7], signature.args[7], args[8],
                                                              signature.args[8], out_type.dtype)
@@ -250,6 +398,10 @@ def _make_tile(rows, vectors, masked, assign, step=False):
                     param = emit.load(where, v)
                     grad = builder.load(sums[r * vectors + v])
                     emit.store(emit.plain_step(grad, param, rate, decay, decayed), where, v)
+            for q, slot in enumerate(edge_sums):
+                stepped = emit.plain_step(builder.load(slot), edge_of_out(q), rate, decay, decayed)
+                for row, group in zip(edge_rows(q), edge.split(stepped)):
+                    edge.store(group, edge.at(out_array, row, edge_column))
 
         emit.decayed_or_not(decay_scalar, apply)
         return context.get_dummy_value()
@@ -259,22 +411,12 @@ def _make_tile(rows, vectors, masked, assign, step=False):
             return False
         return W.layout == "C" and out.layout == "C"  # vector loads and stores along rows
 
-    if step:
-        @intrinsic
-        def tile(typingctx, X, W, i, j, width, start, stop, lr, weight_decay, out):
-            if not accepts(X, W, out):
-                return None
-            return types.void(X, W, i, j, width, start, stop, lr, weight_decay, out), codegen
-    else:
-        @intrinsic
-        def tile(typingctx, X, W, i, j, width, start, stop, out):
-            if not accepts(X, W, out):
-                return None
-            return types.void(X, W, i, j, width, start, stop, out), codegen
-
-    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] {'=' if assign else '+='} X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
+    tile = _tile_intrinsic(codegen, accepts, step, assign == "bias")
+    operator = "= b[j:j+w] +" if assign == "bias" else "=" if assign else "+="
+    tile.__doc__ = (f"out[i:i+{rows}, j:j+w] {operator} X[i:i+{rows}, start:stop] @ W[start:stop, j:j+w] "
                     f"with w = {vectors} * lanes"
-                    + (" or, masked, the given width <= that" if masked else " (width ignored)")
+                    + (" or, masked, the given width <= that" if masked else
+                       " plus a packed edge `width` <= PACK_GROUP wide" if packed else " (width ignored)")
                     + "; lanes = VECTOR_BYTES // itemsize")
     if step:
         tile.__doc__ = (f"The SGD step without momentum (optim.plain_step) on out[i:i+{rows}, j:j+w] from its "
@@ -556,6 +698,15 @@ def squares_sum(typingctx, x, stop):
     return types.float64(x, stop), codegen
 
 
+# The forward pass's tiles, their sums starting from the bias row.
+bias_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign="bias")
+bias_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign="bias")
+bias_narrow_tile = _make_tile(TILE_ROWS, 1, masked=True, assign="bias")
+# Full tiles with a packed edge (PACK_GROUP) beside them.
+bias_packed_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign="bias", packed=True)
+product_packed_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True, packed=True)
+accumulate_packed_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=False, packed=True)
+step_packed_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True, step=True, packed=True)
 accumulate_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=False)
 accumulate_edge_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=True, assign=False)
 product_tile = _make_tile(TILE_ROWS, TILE_VECTORS, masked=False, assign=True)
