@@ -83,6 +83,20 @@ def _one_blas_thread():
     return _thread_pools().limit(limits=1, user_api="blas")
 
 
+def _fitted_binarizer(y):
+    """LabelBinarizer().fit(y). For a non-empty 1-D array of integers, the state that fit
+    would reach, set directly: type_of_target and unique_labels each check y again, together
+    about 0.2 ms of a 16 ms fit on the digits."""
+    binarizer = LabelBinarizer()
+    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu" and y.shape[0]):
+        return binarizer.fit(y)
+    binarizer.classes_ = np.unique(np.asarray(y))
+    # type_of_target: at most two distinct values are binary, more multiclass.
+    binarizer.y_type_ = "multiclass" if binarizer.classes_.shape[0] > 2 else "binary"
+    binarizer.sparse_input_ = False
+    return binarizer
+
+
 def _check_dtype(dtype):
     if dtype is None:
         return None
@@ -593,8 +607,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
+            self._label_binarizer = _fitted_binarizer(y)
             self.classes_ = self._label_binarizer.classes_
         else:
             classes = unique_labels(y)

@@ -149,6 +149,34 @@ def test_label_indicator_equals_label_binarizer_transform(labels, y):
     np.testing.assert_array_equal(indicator, expected)
 
 
+@pytest.mark.parametrize("y", [
+    [1, 0, 1, 1], [7, 7, 7], [5, -2, 0, 0, 5], np.array([2, 0, 1], np.uint8),
+    np.array([3, 1, 2, 1], np.int32), [2.0, 0.0, 1.0], [True, False], ["c", "a", "b"],
+    [[0, 1], [1, 1]], [0.5, 1.5],
+], ids=["binary", "one-class", "negative", "uint8", "int32", "floats", "bool", "strings",
+        "multilabel", "continuous"])
+def test_fitted_binarizer_equals_label_binarizer_fit(y):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastmlp.sklearn import _fitted_binarizer
+    y = np.asarray(y)
+    try:
+        expected = LabelBinarizer().fit(y)
+    except ValueError as error:
+        with pytest.raises(ValueError, match=str(error)[:20]):
+            _fitted_binarizer(y)
+        return
+    fitted = _fitted_binarizer(y)
+    assert sorted(vars(fitted)) == sorted(vars(expected))
+    for name, value in vars(expected).items():
+        if isinstance(value, np.ndarray):
+            assert type(getattr(fitted, name)) is type(value)
+            assert getattr(fitted, name).dtype == value.dtype
+            np.testing.assert_array_equal(getattr(fitted, name), value)
+        else:
+            assert getattr(fitted, name) == value, name
+
+
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
 @pytest.mark.parametrize("n_outputs", [1, 3])
 @pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
