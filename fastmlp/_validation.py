@@ -62,8 +62,9 @@ def check_finite(array, name):
         raise ValueError(f"{name} contains {kind}; remove or impute them before training")
 
 
-def check_X(X, n_features, dtype, name="X"):
-    """X as a finite C-contiguous (n, n_features) array of `dtype`; copied only if it is not one already."""
+def check_X(X, n_features, dtype, name="X", finite=True):
+    """X as a finite C-contiguous (n, n_features) array of `dtype`; copied only if it is not one
+    already. finite=False leaves out the test for NaN and infinity (the caller's to make)."""
     array = as_numeric_array(X, name)
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D "
@@ -73,7 +74,8 @@ def check_X(X, n_features, dtype, name="X"):
     if array.shape[1] != n_features:
         raise ValueError(f"{name} has {array.shape[1]} features, but the network expects {n_features}")
     array = as_kernel_array(array, dtype)
-    check_finite(array, name)
+    if finite:
+        check_finite(array, name)
     return array
 
 

@@ -463,8 +463,8 @@ class MLP:
                            total)
         return ([g.copy() for g in self._weight_grads], [g.copy() for g in self._bias_grads])
 
-    def _check_data(self, X, y, name="X", y_name="y"):
-        X = check.check_X(X, self.layer_sizes[0], self.dtype, name)
+    def _check_data(self, X, y, name="X", y_name="y", finite_X=True):
+        X = check.check_X(X, self.layer_sizes[0], self.dtype, name, finite=finite_X)
         Y = check.check_targets(y, X.shape[0], self.layer_sizes[-1], self.loss_name, self.dtype, y_name)
         return X, Y
 
@@ -504,7 +504,8 @@ class MLP:
         if not isinstance(callbacks, (list, tuple)) or not all(callable(c) for c in callbacks):
             raise TypeError(f"callbacks must be a list of callables (epoch, metrics) -> bool, "
                             f"got {callbacks!r}")
-        X, Y = self._check_data(X, y)
+        # X's NaN and infinity are tested by the first epoch, batch by batch (_run_epoch).
+        X, Y = self._check_data(X, y, finite_X=False)
         weights = check.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -525,7 +526,8 @@ class MLP:
                     self._copy_state(epoch_state)
                     began = time.perf_counter()
                     order = self._rng.permutation(X.shape[0]) if shuffle else no_order
-                    loss, _ = self._run_epoch(X, Y, weights, order, workspace, epoch_lr, optimizer)
+                    loss, _ = self._run_epoch(X, Y, weights, order, workspace, epoch_lr, optimizer,
+                                              check_X=epoch == 0)
                     loss /= X.shape[0]
                     if not (math.isfinite(loss) and check.all_finite(self.params)):
                         self._restore_state(epoch_state)
@@ -567,12 +569,15 @@ class MLP:
         return keep_going
 
     def _run_epoch(self, X, Y, weights, order, workspace, lr, optimizer, csr=None,
-                   grad_scale=1.0, decay_per_weight=False):
+                   grad_scale=1.0, decay_per_weight=False, check_X=False):
         """One compiled pass of the optimiser over the data, batches of workspace.n rows.
 
         X is a checked array, or with `csr` = (data, indices, indptr) of a CSR matrix an empty
         (0, n_features) array, `order` then listing the rows. Returns (sum of batch loss * rows,
         sum of batch L2 penalty * rows); see train_batch for grad_scale and decay_per_weight.
+        check_X: X has not been checked for NaN and infinity; the epoch tests each batch, and
+        raises check.check_finite's ValueError (the epoch's steps taken, for the caller to undo)
+        if X holds any, or if training diverged before every batch was tested.
         """
         self._use_state(optimizer)
         first_step = optimizer.momentum != 0 and not self._has_velocity
@@ -580,7 +585,7 @@ class MLP:
             weights = _NO_WEIGHTS[self.dtype]
         data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
         start_threads()
-        loss, penalty = train_epoch(
+        loss, penalty, finite = train_epoch(
             X, Y, weights, data, indices, indptr, order, workspace.n, self._sizes,
             self._activation_array, self._output_code, self._loss_code, float(grad_scale),
             bool(decay_per_weight), OPTIMIZERS[optimizer.name], float(lr),
@@ -589,9 +594,13 @@ class MLP:
             self._velocity, self._second_moment, workspace.hidden_buffer,
             workspace.delta_buffer, workspace.logits.reshape(-1), workspace.output.reshape(-1),
             self._transposed_buffer, workspace.batch_X.reshape(-1),
-            workspace.batch_Y.reshape(-1), workspace.batch_weights)
+            workspace.batch_Y.reshape(-1), workspace.batch_weights, bool(check_X))
         if optimizer.name == "sgd" and optimizer.momentum != 0 and self._steps[0] > 0:
             self._has_velocity = True
+        if check_X and not (finite and math.isfinite(loss)):
+            check.check_finite(X, "X")
+            if not finite:
+                raise AssertionError("a batch of X tested not finite, X as a whole finite")
         return loss, penalty
 
     def _dataset_gradient(self, X, Y, weights, weight_total, csr=None, grad_scale=1.0):

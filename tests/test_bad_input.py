@@ -133,6 +133,37 @@ def test_bad_data_raises_and_changes_nothing(case, method):
     assert_unchanged(net, before)
 
 
+# fit tests X for NaN and infinity batch by batch in its first epoch (not in a pass of its
+# own): every training path must find a bad row wherever it is, weighted 0 or not.
+@pytest.mark.parametrize("row", [0, N - 1])
+@pytest.mark.parametrize("zero_weight", [False, True], ids=["weighted", "weight-0"])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+@pytest.mark.parametrize("settings", [dict(batch_size=1), dict(batch_size=1, momentum=0.9),
+                                      dict(batch_size=3), dict(batch_size=N, optimizer="adam")],
+                         ids=["one-sample-loop", "one-sample-momentum", "batches", "adam"])
+def test_fit_finds_a_non_finite_row_of_X_on_every_training_path(settings, shuffle, zero_weight,
+                                                                 row, dtype):
+    net = trained_net(dtype=dtype)
+    before = snapshot(net)
+    X, y = good_data()
+    X[row, 1] = np.nan
+    weights = np.ones(N)
+    if zero_weight:
+        weights[row] = 0.0
+    with pytest.raises(ValueError, match=r"X contains 1 NaN"):
+        net.fit(X, y, epochs=2, lr=0.01, shuffle=shuffle, sample_weight=weights, **settings)
+    assert_unchanged(net, before)
+
+
+def test_fit_reports_a_non_finite_X_even_when_training_diverges_before_reaching_it():
+    net, X, y = divergent_problem("float64")
+    before = snapshot(net)
+    X[-1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X contains infinite"):
+        net.fit(X, y, epochs=1, batch_size=8, lr=1e10, momentum=0.9)
+    assert_unchanged(net, before)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_values_overflowing_a_float32_model_are_reported_as_infinite():
     net = trained_net(dtype="float32")

@@ -2,7 +2,20 @@
 
 from numba import prange
 
-from .._jit import parallel_kernel
+from .._jit import helper, parallel_kernel, rows_flat
+
+
+@helper
+def rows_finite(X, start, stop):
+    """Whether rows start..stop-1 of the C-contiguous X hold no NaN or infinity."""
+    x = rows_flat(X, start, stop)
+    zero = x.dtype.type(0)
+    bad = False
+    for i in range(x.shape[0]):
+        # x - x is 0 for finite x and NaN for NaN or infinity; an "or" of comparisons
+        # vectorises, where a float sum may not be reordered into vectors.
+        bad |= x[i] - x[i] != zero
+    return not bad
 
 
 @parallel_kernel

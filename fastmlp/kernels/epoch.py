@@ -14,7 +14,7 @@ import numpy as np
 
 from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, helper, kernel, matrix_view
 from .activations import IDENTITY, activation_forward
-from .data import gather_csr_rows, gather_rows
+from .data import gather_csr_rows, gather_rows, rows_finite
 from .losses import CROSS_ENTROPY, loss_gradient, softmax_cross_entropy, squared_norm
 from .matmul import (GRAD_CHUNK_ROWS, bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                      weight_grad)
@@ -356,7 +356,7 @@ def half(buffer, size, which):
 @helper
 def train_samples(X, Y, weights, order, sizes, activations, output_activation, loss, grad_scale, lr,
                   weight_decay, optimizer, nesterov, first_step, steps, params, grad, state1, hidden,
-                  deltas, logits, output, transposed):
+                  deltas, logits, output, transposed, check_rows):
     """train_epoch at batch size 1 for SGD without momentum (and without the penalty that
     decay_per_weight reports): the same steps, in the same bits, with each sample's weight
     step deferred into the next sample's passes over the weights, so each step reads and
@@ -367,7 +367,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
     `hidden` and `deltas` hold two samples' worth: the pending step reads the previous
     sample's. optimizer (SGD), nesterov and first_step are train_epoch's, passed on so that the
     kernels called here share train_batch's compiled signatures (without momentum they change
-    nothing).
+    nothing). With check_rows, stops at the first sample whose row of X is not finite; returns
+    (sum of losses, 0, whether every row read was finite).
     """
     n = Y.shape[0]
     n_layers = sizes.shape[0] - 1
@@ -387,8 +388,12 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
     total = 0.0
     previous = -1  # the row of X whose weight step is pending
     current = 0  # which half of `hidden` and `deltas` this sample uses
+    finite = True
     for start in range(n):
         row = start if order.shape[0] == 0 else order[start]
+        if check_rows and not rows_finite(X, row, row + 1):
+            finite = False
+            break
         weight_total = 1.0
         sample_weight = weights
         if weights.shape[0] > 0:
@@ -458,7 +463,7 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                            matrix_view(grad, w_at, k, m))
             w_at += k * m
             h_at += m
-    return total, 0.0
+    return total, 0.0, finite
 
 
 @kernel
@@ -466,31 +471,34 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
                 output_activation, loss, grad_scale, decay_per_weight, optimizer, lr, momentum,
                 beta2, epsilon, weight_decay, nesterov, first_step, steps, params, grad, state1,
                 state2, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
-                batch_weights):
+                batch_weights, check_rows):
     """One epoch of train_batch over the rows of X[n, d] (or the CSR matrix, see
     gather_batch), Y[n, k] and weights in `order` (in order if `order` is empty; CSR input
     needs an order), batches of `batch_size`, the last one shorter.
 
     steps[0] counts the steps taken (Adam's t), updated in place. Returns (sum of batch
-    loss * rows, sum of batch penalty * rows), stopping early with a non-finite loss if
-    training diverges.
+    loss * rows, sum of batch penalty * rows, whether every batch of X read was finite),
+    stopping early with a non-finite loss if training diverges. With check_rows (dense X),
+    each batch of X is tested for NaN and infinity while in cache, and the epoch stops at the
+    first that holds any: the caller's whole-array test then needs no pass of its own.
     """
     n = Y.shape[0]
     _, n_hidden, n_deltas, _ = layer_offsets(sizes, 1)
     if (batch_size == 1 and optimizer == SGD and momentum == 0 and X_indptr.shape[0] == 0
             and not (decay_per_weight and weight_decay != 0) and hidden.shape[0] >= 2 * n_hidden
             and deltas.shape[0] >= 2 * n_deltas):
-        total, penalty_total = train_samples(X, Y, weights, order, sizes, activations,
-                                             output_activation, loss, grad_scale, lr, weight_decay,
-                                             optimizer, nesterov, first_step, steps, params, grad,
-                                             state1, hidden, deltas, logits, output, transposed)
-        return total, penalty_total
+        return train_samples(X, Y, weights, order, sizes, activations, output_activation, loss,
+                             grad_scale, lr, weight_decay, optimizer, nesterov, first_step, steps,
+                             params, grad, state1, hidden, deltas, logits, output, transposed,
+                             check_rows)
     total = 0.0
     penalty_total = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
                                   batch_X, batch_Y, batch_weights)
+        if check_rows and not rows_finite(Xb, 0, rows):
+            return total, penalty_total, False
         value, penalty, stepped = train_batch(
             Xb, Yb, wb, sizes, activations, output_activation, loss, grad_scale,
             decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
@@ -502,8 +510,8 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
         total += value * rows
         penalty_total += penalty * rows
         if not np.isfinite(total):
-            return total, penalty_total
-    return total, penalty_total
+            return total, penalty_total, True
+    return total, penalty_total, True
 
 
 @kernel
