@@ -655,6 +655,36 @@ def transpose_tile(typingctx, W, p, j, out):
     return types.void(W, p, j, out), codegen
 
 
+@intrinsic
+def prefetch_row(typingctx, X, row):
+    """Ask the cache for row `row` of the 2-D array X (each of its cache lines), without
+    waiting for it."""
+    if not (isinstance(X, types.Array) and X.ndim == 2):
+        return None
+
+    def codegen(context, builder, signature, args):
+        X_type, row_type = signature.args
+        int32, int64 = ir.IntType(32), ir.IntType(64)
+        byte_pointer = ir.IntType(8).as_pointer()
+        array = context.make_array(X_type)(context, builder, args[0])
+        row_stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]
+        columns = cgutils.unpack_tuple(builder, array.shape, 2)[1]
+        row_value = context.cast(builder, args[1], row_type, types.int64)
+        base = builder.gep(builder.bitcast(array.data, byte_pointer), [builder.mul(row_value, row_stride)])
+        size = builder.mul(columns, ir.Constant(int64, X_type.dtype.bitwidth // 8))
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]),
+            "llvm.prefetch.p0i8")
+        # Read access, keep in all cache levels, data cache.
+        with cgutils.for_range_slice(builder, ir.Constant(int64, 0), size, ir.Constant(int64, 64),
+                                     inc=True) as (offset, _):
+            builder.call(prefetch, [builder.gep(base, [offset]), ir.Constant(int32, 0),
+                                    ir.Constant(int32, 3), ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(X, row), codegen
+
+
 # Float64 vectors of running sums in squares_sum: four, so that four multiply-adds are in
 # flight through the adder's latency (40,100 float32 weights: one vector 5.4 µs).
 SQUARES_VECTORS = 4
