@@ -59,14 +59,26 @@ def product_row_edge(X, W, r, j, width, first, last, out):
 
 
 @helper
+def accumulate_rows(X, W, i, rows, first, last, out):
+    """out[i:i+rows, m] += X[i:i+rows, first:last] @ W[first:last, m] row by row, on row tiles
+    (accumulate_block's rows short of a tile)."""
+    m = W.shape[1]
+    row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
+    row_full = m - m % row_width
+    for r in range(i, i + rows):
+        for j in range(0, row_full, row_width):
+            accumulate_row_tile(X, W, r, j, row_width, first, last, out)
+        if row_full < m:
+            accumulate_row_edge(X, W, r, row_full, m - row_full, first, last, out)
+
+
+@helper
 def accumulate_block(X, W, i, rows, first, last, out):
     """out[i:i+rows, m] += X[i:i+rows, first:last] @ W[first:last, m] for rows <= TILE_ROWS,
     each element summed in order with one fused multiply-add per term."""
     m = W.shape[1]
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     full = m - m % width
-    row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
-    row_full = m - m % row_width
     if rows == TILE_ROWS:
         for j in range(0, full, width):
             accumulate_tile(X, W, i, j, width, first, last, out)
@@ -75,11 +87,7 @@ def accumulate_block(X, W, i, rows, first, last, out):
         elif full < m:
             accumulate_narrow_tile(X, W, i, full, m - full, first, last, out)
     else:
-        for r in range(i, i + rows):
-            for j in range(0, row_full, row_width):
-                accumulate_row_tile(X, W, r, j, row_width, first, last, out)
-            if row_full < m:
-                accumulate_row_edge(X, W, r, row_full, m - row_full, first, last, out)
+        accumulate_rows(X, W, i, rows, first, last, out)
 
 
 @helper
@@ -198,15 +206,10 @@ def forward_block(X, W, b, i, rows, out):
     summed from its bias with one fused multiply-add per term, in order."""
     k, m = W.shape
     if rows < TILE_ROWS:
-        row_width = ROW_TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
-        row_full = m - m % row_width
         for r in range(i, i + rows):
             for j in range(m):
                 out[r, j] = b[j]
-            for j in range(0, row_full, row_width):
-                accumulate_row_tile(X, W, r, j, row_width, 0, k, out)
-            if row_full < m:
-                accumulate_row_edge(X, W, r, row_full, m - row_full, 0, k, out)
+        accumulate_rows(X, W, i, rows, 0, k, out)
         return
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     full = m - m % width
