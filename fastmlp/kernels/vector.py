@@ -38,6 +38,20 @@ TILE_VECTORS = 2
 ROW_TILE_VECTORS = 8 if VECTOR_BYTES == 64 else 4
 
 
+def _masked_memory(module, vector):
+    """LLVM's masked load and store of the float vector type `vector`, declared in `module`."""
+    element = "f32" if isinstance(vector.element, ir.FloatType) else "f64"
+    suffix = f"v{vector.count}{element}"
+    int32, mask_type = ir.IntType(32), ir.VectorType(ir.IntType(1), vector.count)
+    load = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vector, [vector.as_pointer(), int32, mask_type, vector]),
+        f"llvm.masked.load.{suffix}.p0")
+    store = cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), int32, mask_type]),
+        f"llvm.masked.store.{suffix}.p0")
+    return load, store
+
+
 class _Emitter:
     """LLVM vector code for a tile `vectors` vectors wide of the array element type `dtype`,
     masked to its first `width` lanes (width: an LLVM int32) when `masked` is True, or with
@@ -62,13 +76,7 @@ class _Emitter:
                           builder.icmp_signed("<", ir.Constant(ir.VectorType(int32, lanes),
                                                                [v * lanes + l for l in range(lanes)]), valid)
                           for v in range(vectors)]
-            mask_type = ir.VectorType(ir.IntType(1), lanes)
-            self._masked_load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector.as_pointer(), int32, mask_type, vector]),
-                f"llvm.masked.load.{suffix}.p0")
-            self._masked_store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), int32, mask_type]),
-                f"llvm.masked.store.{suffix}.p0")
+            self._masked_load, self._masked_store = _masked_memory(builder.module, vector)
         self.zeros = ir.Constant(vector, [0.0] * lanes)
 
     def integer(self, value, numba_type):
@@ -261,14 +269,7 @@ class _Packed:
         self.rows_per = emit.lanes // group
         self.type = group_type = ir.VectorType(emit.element, group)
         int32 = emit.int32
-        suffix = f"v{group}{'f32' if emit.size == 4 else 'f64'}"
-        mask_type = ir.VectorType(ir.IntType(1), group)
-        self._load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(group_type, [group_type.as_pointer(), int32, mask_type, group_type]),
-            f"llvm.masked.load.{suffix}.p0")
-        self._store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [group_type, group_type.as_pointer(), int32, mask_type]),
-            f"llvm.masked.store.{suffix}.p0")
+        self._load, self._store = _masked_memory(builder.module, group_type)
         lanes_type = ir.VectorType(int32, group)
         valid = builder.insert_element(ir.Constant(lanes_type, ir.Undefined), width, ir.Constant(int32, 0))
         valid = builder.shuffle_vector(valid, ir.Constant(lanes_type, ir.Undefined),
