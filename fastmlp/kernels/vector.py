@@ -594,10 +594,8 @@ def _emit_column_sums(context, builder, signature, args, vectors):
         for v in range(vectors):
             row = emit.load(emit.vector_at(dZ_array, loop.index, first, v), v)
             builder.store(builder.fadd(builder.load(sums[v]), row), sums[v])
-    data = builder.bitcast(out_array.data, emit.element.as_pointer())
     for v in range(vectors):
-        where = builder.gep(data, [emit.plus(first, v * emit.lanes)])
-        emit.store(builder.load(sums[v]), builder.bitcast(where, emit.vector.as_pointer()), v)
+        emit.store(builder.load(sums[v]), emit.vector_from(out_array, first, v), v)
 
 
 @intrinsic
