@@ -105,9 +105,10 @@ class _Emitter:
         byte = builder.gep(builder.bitcast(array.data, ir.IntType(8).as_pointer()), [offset])
         return builder.bitcast(byte, kind.as_pointer())
 
-    def broadcast(self, value):
+    def broadcast(self, value, lanes=None):
+        """value in each of `lanes` lanes (default: a whole vector's)."""
         builder = self.builder
-        lanes = self.lanes
+        lanes = lanes or self.lanes
         vector_type = ir.VectorType(value.type, lanes)
         splat = ir.Constant(ir.VectorType(self.int32, lanes), [0] * lanes)
         single = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
@@ -270,11 +271,8 @@ class _Packed:
         self.type = group_type = ir.VectorType(emit.element, group)
         int32 = emit.int32
         self._load, self._store = _masked_memory(builder.module, group_type)
-        lanes_type = ir.VectorType(int32, group)
-        valid = builder.insert_element(ir.Constant(lanes_type, ir.Undefined), width, ir.Constant(int32, 0))
-        valid = builder.shuffle_vector(valid, ir.Constant(lanes_type, ir.Undefined),
-                                       ir.Constant(lanes_type, [0] * group))
-        self.mask = builder.icmp_signed("<", ir.Constant(lanes_type, list(range(group))), valid)
+        self.mask = builder.icmp_signed("<", ir.Constant(ir.VectorType(int32, group), list(range(group))),
+                                        emit.broadcast(width, group))
         self.zeros = ir.Constant(group_type, [0.0] * group)
         self.align = ir.Constant(int32, emit.size)
         # lane t of a packed vector belongs to row t // group of its rows.
