@@ -80,9 +80,13 @@ def accumulate_block(X, W, i, rows, first, last, out):
     width = TILE_VECTORS * (VECTOR_BYTES // out.itemsize)
     full = m - m % width
     if rows == TILE_ROWS:
-        for j in range(0, full, width):
+        packed = packed_edge(m, width, out)
+        tiled = full - width if packed else full
+        for j in range(0, tiled, width):
             accumulate_tile(X, W, i, j, width, first, last, out)
-        if m - full > width // TILE_VECTORS:
+        if packed:
+            accumulate_packed_tile(X, W, i, tiled, m - full, first, last, out)
+        elif m - full > width // TILE_VECTORS:
             accumulate_edge_tile(X, W, i, full, m - full, first, last, out)
         elif full < m:
             accumulate_narrow_tile(X, W, i, full, m - full, first, last, out)
