@@ -64,7 +64,12 @@ Noise: the machine is shared. A cell whose slowest timed epoch is over 1.5x its 
 marked with a dagger; the 1-minute load average before each cell is in the JSON. OpenMP-based
 runs with T = all cores (fastmlp's Numba 'omp' layer, PyTorch) can slow down 100x and more
 while another process holds a core, evenly over all epochs (no dagger): compare the 1-thread
-columns, and rerun multi-thread cells on an idle machine before trusting them.
+columns, and rerun multi-thread cells on an idle machine before trusting them. Even on an idle
+machine, some fresh processes run 2-thread kernels about half as fast for their whole life (not
+traced). --rounds R runs every (peer, cell) subprocess R times, the cell's peers taking turns in
+each round, and reports for each peer the round with the median samples/s (all rounds' figures are
+in the JSON, and their range in the summary table): one slow process then moves one round, not
+the result.
 fastmlp's Numba kernels are cached in --numba-cache-dir (default perf/results/numba_cache, so the
 package tree is not written to): the first fastmlp cell compiles (its compile_s is then ~20 s),
 later ones load from that cache. torch.compile likewise reuses Inductor's on-disk cache.
@@ -75,6 +80,7 @@ Run (from the repository root)
     PYTHONPATH=. .venv/bin/python perf/compare.py --quick          # smoke test: tiny data, 1 repeat
     PYTHONPATH=. .venv/bin/python perf/compare.py --configs A100 --batch-sizes 32,256 \
         --dtypes float32 --threads 1 --peers fastmlp,torch,jax_scan --repeats 7
+    PYTHONPATH=. .venv/bin/python perf/compare.py --dtypes float32 --rounds 3    # steadier ratios
     PYTHONPATH=. .venv/bin/python perf/compare.py --report perf/results/compare.json  # re-print
 
 Writes the raw results to --out (default perf/results/compare.json; --quick defaults to
@@ -142,6 +148,9 @@ def parse_args(argv=None):
     p.add_argument("--peers", type=csv(str), default=list(PEERS),
                    help=f"comma-separated, from {','.join(PEERS)} (default: all)")
     p.add_argument("--repeats", type=int, default=None, help="timed epochs per cell (default 5)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="fresh subprocesses per (peer, cell), run in turns over the cell's peers; "
+                        "the round with the median samples/s is reported (default 1)")
     p.add_argument("--samples", type=int, default=None, help="training samples (default 20000)")
     p.add_argument("--samples-b1", type=int, default=None,
                    help="training samples for batch size 1 (default min(4000, --samples))")
@@ -160,10 +169,12 @@ def parse_args(argv=None):
         args.samples = args.samples or 2100
         args.samples_b1 = args.samples_b1 or 100
         args.repeats = args.repeats or 1
+        args.rounds = args.rounds or 1
         args.out = args.out or str(HERE / "results" / "compare_quick.json")
     args.samples = args.samples or 20000
     args.samples_b1 = args.samples_b1 or min(4000, args.samples)
     args.repeats = args.repeats or 5
+    args.rounds = args.rounds or 1
     args.out = args.out or str(HERE / "results" / "compare.json")
     for name, allowed, chosen in (("config", CONFIGS, args.configs), ("peer", PEERS, args.peers),
                                   ("dtype", DTYPE_SHORT, args.dtypes)):
@@ -172,8 +183,8 @@ def parse_args(argv=None):
             p.error(f"unknown {name}(s) {unknown}; choose from {list(allowed)}")
     if any(b < 1 for b in args.batch_sizes) or any(t < 1 for t in args.threads):
         p.error("batch sizes and thread counts must be >= 1")
-    if args.repeats < 1 or args.samples < 1 or args.samples_b1 < 1:
-        p.error("--repeats, --samples and --samples-b1 must be >= 1")
+    if args.repeats < 1 or args.rounds < 1 or args.samples < 1 or args.samples_b1 < 1:
+        p.error("--repeats, --rounds, --samples and --samples-b1 must be >= 1")
     return args
 
 
@@ -308,6 +319,39 @@ def measure_machine(args):
     return machine
 
 
+# ------------------------------------------------------------------ rounds
+
+def result_key(r):
+    return (r["config"], r["peer"], r["batch_size"], r["dtype"], r["threads"])
+
+
+def merge_rounds(results):
+    """One result per (network, peer, batch size, dtype, threads): with --rounds, the round
+    whose samples/s is the median (the lower of the middle two for an even count; a round that
+    failed counts as slowest), with every round's samples/s in round_samples_per_s."""
+    groups = {}
+    for r in results:
+        groups.setdefault(result_key(r), []).append(r)
+    merged = []
+    for rounds in groups.values():
+        if len(rounds) == 1:
+            merged.append(rounds[0])
+            continue
+        ranked = sorted(rounds, key=lambda r: r.get("samples_per_s", 0.0) if r["status"] == "ok" else -1.0)
+        chosen = dict(ranked[(len(ranked) - 1) // 2])
+        chosen["round_samples_per_s"] = [r.get("samples_per_s") if r["status"] == "ok" else None
+                                         for r in rounds]
+        merged.append(chosen)
+    return merged
+
+
+def round_range(r):
+    rates = [x for x in r.get("round_samples_per_s") or [] if x]
+    if len(rates) < 2:
+        return ""
+    return f"{fmt_rate(min(rates))}-{fmt_rate(max(rates))}"
+
+
 # ------------------------------------------------------------------ formatting
 
 def cell_label(r):
@@ -409,6 +453,7 @@ def summary_table(data):
     """Per cell: fastmlp, the fastest other peer and the ratio; and how far the final losses
     spread (relative to the median over all peers that ran the cell)."""
     results = data["results"]
+    with_rounds = any(r.get("round_samples_per_s") for r in results)
     rows = []
     for config in CONFIGS:
         for cell in cells_of(results, config):
@@ -433,11 +478,17 @@ def summary_table(data):
             spread = f"{rel(worst):+.1e} ({PEER_LABELS[worst['peer']]})" if worst else "-"
             ratio = (f"{mine['samples_per_s'] / best['samples_per_s']:.2f}x"
                      if best and mine is not None and mine["status"] == "ok" else "-")
-            rows.append([label, fast, PEER_LABELS[best["peer"]] if best else "(no other peer ran)",
-                         fmt_rate(best["samples_per_s"]) if best else "-", ratio, mine_dev, spread])
-    return markdown_table(["cell", "fastmlp samples/s", "best other peer", "its samples/s",
-                           "fastmlp / best", "fastmlp final loss vs median of all",
-                           "largest deviation (peer)"], rows)
+            row = [label, fast, PEER_LABELS[best["peer"]] if best else "(no other peer ran)",
+                   fmt_rate(best["samples_per_s"]) if best else "-", ratio, mine_dev, spread]
+            if with_rounds:
+                row.append(f"{round_range(mine) or '-'}; {round_range(best) or '-' if best else '-'}"
+                           if mine is not None else "-")
+            rows.append(row)
+    header = ["cell", "fastmlp samples/s", "best other peer", "its samples/s", "fastmlp / best",
+              "fastmlp final loss vs median of all", "largest deviation (peer)"]
+    if with_rounds:
+        header.append("rounds' range: fastmlp; best peer")
+    return markdown_table(header, rows)
 
 
 def compact_table(data):
@@ -518,7 +569,10 @@ def header_text(data):
                  f"T in {a['threads']}")
     lines.append(f"- Data: {a['samples']:,} synthetic samples ({a['samples_b1']:,} for B=1), generated "
                  f"in each subprocess; same initial weights for all peers; lr 0.01, plain SGD, batches in "
-                 f"order, last batch = remainder; {a['repeats']} timed epoch(s) per cell after 1 warm-up epoch")
+                 f"order, last batch = remainder; {a['repeats']} timed epoch(s) per cell after 1 warm-up epoch"
+                 + (f"; {a['rounds']} rounds per cell (each peer's subprocess run {a['rounds']} times, "
+                    f"the cell's peers in turn each round), the round with the median samples/s "
+                    f"reported" if a.get("rounds", 1) > 1 else ""))
     lines.append("- Timed: whole epochs only (all per-step work, per-call validation, JAX's final "
                  "block_until_ready). Excluded: imports, data generation, model construction, the "
                  "warm-up epoch (compile / JIT, reported as compile_s), final loss evaluation. "
@@ -533,6 +587,7 @@ def header_text(data):
 
 
 def report(data):
+    data = dict(data, results=merge_rounds(data["results"]))
     text = [header_text(data), config_tables(data),
             "\n### Summary: fastmlp / best peer per cell\n", summary_table(data),
             "\n### Compact: fastmlp samples/s, then fastmlp / fastest other peer (named, its samples/s) "
@@ -552,7 +607,7 @@ def plot(data, path):
     except ImportError as exc:
         print(f"(no chart: {exc})", file=sys.stderr)
         return None
-    everything = data["results"]
+    everything = merge_rounds(data["results"])
     results = [r for r in everything if r["status"] == "ok"]
     configs = [c for c in CONFIGS if any(r["config"] == c for r in results)]
     if not configs:
@@ -618,11 +673,13 @@ def main(argv=None):
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     data = {"args": vars(args), "machine": measure_machine(args), "results": []}
     data["machine"]["loadavg_start"] = load_start
-    jobs = [(config, threads, dtype, B, peer)
+    # Rounds take turns over a cell's peers, so a slow spell of the shared machine lands on
+    # one round of each rather than on all of one peer's.
+    jobs = [(config, threads, dtype, B, peer, round_)
             for config in args.configs for threads in args.threads for dtype in args.dtypes
-            for B in args.batch_sizes for peer in args.peers]
+            for B in args.batch_sizes for round_ in range(args.rounds) for peer in args.peers]
     began = time.perf_counter()
-    for i, (config, threads, dtype, B, peer) in enumerate(jobs, 1):
+    for i, (config, threads, dtype, B, peer, round_) in enumerate(jobs, 1):
         samples = args.samples_b1 if B == 1 else args.samples
         spec = {"peer": peer, "config": config, "batch_size": B, "dtype": dtype, "threads": threads,
                 "samples": samples, "repeats": args.repeats, "pin": not args.no_pin}
@@ -636,6 +693,7 @@ def main(argv=None):
             r["fastmlp_source"] = source
         r.update({k: spec[k] for k in ("peer", "config", "batch_size", "dtype", "threads", "samples",
                                        "repeats")})
+        r["round"] = round_
         r["env"] = thread_settings(env)
         if r["status"] == "ok":
             r["epoch_flops"] = epoch_flops(CONFIGS[config]["sizes"], samples, B)
@@ -643,8 +701,9 @@ def main(argv=None):
         save(data, out)
         what = (f"{fmt_rate(r['samples_per_s'])} samples/s, loss {r['final_loss']:.5g}, "
                 f"compile {r['compile_s']:.2f} s" if r["status"] == "ok" else status_text(r))
+        which = f" round {round_ + 1}" if args.rounds > 1 else ""
         print(f"[{i}/{len(jobs)} {time.perf_counter() - began:6.0f}s] {config} B={B} {dtype} "
-              f"{threads}thr {peer}: {what}", file=sys.stderr, flush=True)
+              f"{threads}thr {peer}{which}: {what}", file=sys.stderr, flush=True)
     data["machine"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     data["machine"]["total_s"] = time.perf_counter() - began
     save(data, out)
