@@ -9,9 +9,10 @@ from fastmlp.kernels.matmul import (GRAD_PASS_BYTES, bias_grad, dense_forward, i
                                     input_grad_row, transpose, weight_grad)
 
 # (n, k, m): 1x1, batch below the thread count (n=1), sizes not multiples of 4,
-# exact multiples of 4, and batches with 1..3 leftover rows.
+# exact multiples of 4, and batches with 1..3 leftover rows; outputs one and two wide over
+# blocks of 16 and 32 rows with rows and columns left over (the narrow forward tiles).
 SHAPES = [(1, 1, 1), (1, 9, 3), (2, 3, 5), (4, 4, 4), (5, 8, 1), (7, 13, 5), (37, 23, 11),
-          (64, 17, 6)]
+          (64, 17, 6), (45, 37, 1), (70, 33, 2)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 ACTIVATIONS = list(ACTIVATION_CODES)
 
@@ -44,9 +45,9 @@ def test_dense_forward_parallel_equals_serial_bitwise(shape, activation, dtype, 
     assert np.array_equal(parallel, serial)
 
 
-# m: a narrow edge, and edges packed beside a full tile (vector.PACK_GROUP) of 1, 2 and 4 columns
-# in float32 and float64.
-@pytest.mark.parametrize("m", [7, 33, 36, 66, 100, 130])
+# m: outputs one and two wide (the narrow tiles), a narrow edge, and edges packed beside a full
+# tile (vector.PACK_GROUP) of 1, 2 and 4 columns in float32 and float64.
+@pytest.mark.parametrize("m", [1, 2, 7, 33, 36, 66, 100, 130])
 def test_dense_forward_row_does_not_depend_on_batch_position(m, dtype, rng):
     # The module promises the same summation order whatever the row blocking:
     # a row computed inside a full block equals the row computed on its own.
@@ -58,6 +59,18 @@ def test_dense_forward_row_does_not_depend_on_batch_position(m, dtype, rng):
         alone = np.empty((1, m), dtype)
         dense_forward.serial(X[i:i + 1].copy(), W, b, ACTIVATION_CODES["identity"], alone)
         assert np.array_equal(alone[0], batch[i]), f"row {i}"
+
+
+@pytest.mark.parametrize("m", [1, 2, 7])
+def test_dense_forward_of_a_strided_input_equals_its_contiguous_copy_bitwise(m, dtype, rng):
+    # Rows of X that are not contiguous: the narrow tiles read them element by element.
+    n, k = 35, 21
+    wide = random(rng, (n, 2 * k), dtype)
+    X, W, b = wide[:, ::2], random(rng, (k, m), dtype), random(rng, m, dtype)
+    strided, contiguous = np.empty((n, m), dtype), np.empty((n, m), dtype)
+    dense_forward.serial(X, W, b, ACTIVATION_CODES["identity"], strided)
+    dense_forward.serial(np.ascontiguousarray(X), W, b, ACTIVATION_CODES["identity"], contiguous)
+    assert np.array_equal(strided, contiguous)
 
 
 def test_dense_forward_float32_stays_float32(rng):

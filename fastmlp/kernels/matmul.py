@@ -1,8 +1,9 @@
 """Dense-layer matrix products, forward and backward.
 
 The products run on register tiles (`vector.accumulate_tile`): TILE_ROWS rows of
-output, two vectors wide, summed in registers over the whole shared dimension.
-Every output element sums its terms in the same order, one fused multiply-add
+output, two vectors wide, summed in registers over the whole shared dimension; a
+forward pass at most NARROW_MAX columns wide runs its rows along the vectors' lanes
+instead (`vector.narrow_bias_tile`). Every output element sums its terms in the same order, one fused multiply-add
 each, whatever the tiling, batch position or thread, so results are
 reproducible bit for bit.
 """
@@ -11,13 +12,14 @@ from numba import prange
 
 from .._jit import helper, kernel, parallel_kernel
 from .activations import IDENTITY, activate_rows, backprop_rows
-from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, PACK_GROUP,
-                     ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
+from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, NARROW_MAX,
+                     PACK_GROUP, ROW_TILE_VECTORS, TILE_ROWS, TILE_VECTORS, VECTOR_BYTES,
                      accumulate_edge_tile, accumulate_narrow_tile, accumulate_packed_tile,
                      accumulate_row_edge_tile, accumulate_row_half_tile,
                      accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
                      bias_edge_tile, bias_narrow_tile, bias_packed_tile, bias_tile,
-                     column_sums_tile, gradient_columns_tile, product_edge_tile,
+                     column_sums_tile, gradient_columns_tile, narrow_bias_pair_tile, narrow_bias_tile,
+                     product_edge_tile,
                      product_narrow_tile, product_packed_tile, product_row_edge_tile,
                      product_row_half_tile, product_row_narrow_tile, product_row_tile,
                      product_tile, transpose_tile)
@@ -233,10 +235,24 @@ def forward_block(X, W, b, i, rows, out):
 def dense_forward(X, W, b, activation, out):
     """out[n, m] = act(X[n, k] @ W[k, m] + b[m])"""
     n = X.shape[0]
-    for block in prange((n + TILE_ROWS - 1) // TILE_ROWS):
-        i = TILE_ROWS * block
-        rows = min(TILE_ROWS, n - i)
-        forward_block(X, W, b, i, rows, out)
+    # Outputs at most NARROW_MAX wide run on the narrow tiles: blocks of a vector's lanes of
+    # rows, or two where a vector has fewer than 16 lanes (vector.narrow_bias_pair_tile).
+    lanes = VECTOR_BYTES // out.itemsize
+    narrow = W.shape[1] <= NARROW_MAX
+    pair = lanes < 16
+    block_rows = TILE_ROWS if not narrow else 2 * lanes if pair else lanes
+    for block in prange((n + block_rows - 1) // block_rows):
+        i = block_rows * block
+        rows = min(block_rows, n - i)
+        done = 0
+        if narrow and pair and rows == block_rows:
+            narrow_bias_pair_tile(X, W, i, b, out)
+            done = rows
+        elif narrow and rows >= lanes:
+            narrow_bias_tile(X, W, i, b, out)
+            done = lanes
+        for start in range(i + done, i + rows, TILE_ROWS):
+            forward_block(X, W, b, start, min(TILE_ROWS, i + rows - start), out)
         if activation != IDENTITY:
             activate_rows(out, i, i + rows, activation, out)
 
