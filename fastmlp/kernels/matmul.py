@@ -3,9 +3,9 @@
 The products run on register tiles (`vector.accumulate_tile`): TILE_ROWS rows of
 output, two vectors wide, summed in registers over the whole shared dimension; a
 forward pass at most NARROW_MAX columns wide runs its rows along the vectors' lanes
-instead (`vector.narrow_bias_tile`). Every output element sums its terms in the same order, one fused multiply-add
-each, whatever the tiling, batch position or thread, so results are
-reproducible bit for bit.
+instead (`vector.narrow_bias_tile`). Every output element sums its terms in the same
+order, one fused multiply-add each, whatever the tiling, batch position or thread, so
+results are reproducible bit for bit.
 """
 
 from numba import prange
@@ -18,9 +18,9 @@ from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, NAR
                      accumulate_row_edge_tile, accumulate_row_half_tile,
                      accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
                      bias_edge_tile, bias_narrow_tile, bias_packed_tile, bias_tile,
-                     column_sums_tile, gradient_columns_tile, narrow_bias_pair_tile, narrow_bias_tile,
-                     product_edge_tile,
-                     product_narrow_tile, product_packed_tile, product_row_edge_tile,
+                     column_sums_tile, gradient_columns_tile, narrow_bias_pair_tile,
+                     narrow_bias_tile, product_edge_tile, product_narrow_tile,
+                     product_packed_tile, product_row_edge_tile,
                      product_row_half_tile, product_row_narrow_tile, product_row_tile,
                      product_tile, transpose_tile)
 

@@ -617,6 +617,28 @@ def column_sums_tile(typingctx, dZ, j, width, out):
     return types.void(dZ, j, width, out), codegen
 
 
+def _transposed(builder, rows):
+    """The columns of the square block whose rows are the LLVM vectors `rows` (as many as
+    their lanes), shuffled in registers."""
+    rows = list(rows)
+    lanes = len(rows)
+    mask_type = ir.VectorType(ir.IntType(32), lanes)
+    # At distance d, rows i and i + d (bit d of i clear) swap the lanes with bit d set in row i
+    # for those with it clear in row i + d: the off-diagonal d x d blocks of every 2d x 2d
+    # block trade places. Over d = 1, 2, 4, ... each element (r, c) becomes (c, r).
+    d = 1
+    while d < lanes:
+        first = ir.Constant(mask_type, [lane + lanes - d if lane & d else lane for lane in range(lanes)])
+        second = ir.Constant(mask_type, [lane + lanes if lane & d else lane + d for lane in range(lanes)])
+        for i in range(lanes):
+            if not i & d:
+                a, b = rows[i], rows[i + d]
+                rows[i] = builder.shuffle_vector(a, b, first)
+                rows[i + d] = builder.shuffle_vector(a, b, second)
+        d *= 2
+    return rows
+
+
 @intrinsic
 def transpose_tile(typingctx, W, p, j, out):
     """out[j:j+L, p:p+L] = W[p:p+L, j:j+L].T for L = lanes = VECTOR_BYTES // itemsize: the
@@ -633,22 +655,8 @@ def transpose_tile(typingctx, W, p, j, out):
         p, j = emit.integer(args[1], p_type), emit.integer(args[2], j_type)
         lanes = emit.lanes
         rows = [emit.load(emit.vector_at(W_array, emit.plus(p, r), j, 0), 0) for r in range(lanes)]
-        # At distance d, rows i and i + d (bit d of i clear) swap the lanes with bit d set in
-        # row i for those with it clear in row i + d: the off-diagonal d x d blocks of every
-        # 2d x 2d block trade places. Over d = 1, 2, 4, ... each element (r, c) becomes (c, r).
-        mask_type = ir.VectorType(emit.int32, lanes)
-        d = 1
-        while d < lanes:
-            first = ir.Constant(mask_type, [lane + lanes - d if lane & d else lane for lane in range(lanes)])
-            second = ir.Constant(mask_type, [lane + lanes if lane & d else lane + d for lane in range(lanes)])
-            for i in range(lanes):
-                if not i & d:
-                    a, b = rows[i], rows[i + d]
-                    rows[i] = builder.shuffle_vector(a, b, first)
-                    rows[i + d] = builder.shuffle_vector(a, b, second)
-            d *= 2
-        for c in range(lanes):
-            emit.store(rows[c], emit.vector_at(out_array, emit.plus(j, c), p, 0), 0)
+        for c, column in enumerate(_transposed(builder, rows)):
+            emit.store(column, emit.vector_at(out_array, emit.plus(j, c), p, 0), 0)
         return context.get_dummy_value()
 
     return types.void(W, p, j, out), codegen
@@ -656,7 +664,8 @@ def transpose_tile(typingctx, W, p, j, out):
 
 # Outputs at most this many columns wide run the forward pass on the narrow tiles: the masked
 # tiles leave all but m lanes of each vector idle, a broadcast and a multiply-add per row and
-# step (float32, one thread, 200 rows: 100x1 3.6 µs, 400x1 12.8); rows along the lanes use them all.
+# step; rows along the lanes use them all (float32, one thread, 200 rows: 100x1 3.6 -> 2.1 µs,
+# 400x1 13.2 -> 6.0).
 NARROW_MAX = 2
 
 
@@ -684,28 +693,16 @@ def _emit_narrow_forward(context, builder, signature, args, groups, columns):
 
     if X_type.layout == "C":
         x_rows = emit.row_bases(X_array, first_row, groups * lanes)
-        mask_type = ir.VectorType(emit.int32, lanes)
         with cgutils.for_range_slice(builder, ir.Constant(int64, 0), full, ir.Constant(int64, lanes),
                                      inc=True) as (p, _):
             offset = builder.mul(p, ir.Constant(int64, emit.size))
             for g in range(groups):
-                # X[row, p:p+lanes] for the group's rows, transposed in registers (as in
-                # transpose_tile) into one vector per column p + c.
+                # X[row, p:p+lanes] for the group's rows, transposed into one vector per column.
                 block = [builder.load(builder.bitcast(builder.gep(x_rows[g * lanes + r], [offset]),
                                                       emit.vector.as_pointer()), align=emit.size)
                          for r in range(lanes)]
-                d = 1
-                while d < lanes:
-                    first = ir.Constant(mask_type, [lane + lanes - d if lane & d else lane for lane in range(lanes)])
-                    second = ir.Constant(mask_type, [lane + lanes if lane & d else lane + d for lane in range(lanes)])
-                    for r in range(lanes):
-                        if not r & d:
-                            a, b = block[r], block[r + d]
-                            block[r] = builder.shuffle_vector(a, b, first)
-                            block[r + d] = builder.shuffle_vector(a, b, second)
-                    d *= 2
-                for c in range(lanes):
-                    step(g, block[c], emit.plus(p, c))
+                for c, column in enumerate(_transposed(builder, block)):
+                    step(g, column, emit.plus(p, c))
         tail_start = full
     else:
         tail_start = ir.Constant(int64, 0)
@@ -866,6 +863,6 @@ update_row_edge_tile = _make_update_row_tile(masked=True)
 # The forward pass of outputs at most NARROW_MAX wide, a group of a vector's lanes of rows, or
 # two: eight lanes leave one chain of multiply-adds per column waiting on the adder's latency
 # (float64, 400x1 at 200 rows: one group 9.8 µs, two 5.9), where with sixteen the shuffles of
-# the transposes bound it (float32: 5.4 µs, two groups 5.7).
+# the transposes bound the tile (float32: one group 5.4 µs, two 5.7).
 narrow_bias_tile = _make_narrow_tile(1)
 narrow_bias_pair_tile = _make_narrow_tile(2)
