@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-LAYERS = [(400, 14), (14, 8), (400, 100), (100, 40), (784, 256), (256, 128), (128, 10)]
+LAYERS = [(400, 14), (14, 8), (8, 2), (400, 100), (100, 40), (40, 2), (784, 256), (256, 128), (128, 10)]
 
 
 def median_seconds(call, min_time=0.05, min_repeats=7):
