@@ -396,7 +396,7 @@ def cells_of(results, config):
 
 def lookup(results, config, peer, cell):
     for r in results:
-        if (r["config"], r["peer"], r["batch_size"], r["dtype"], r["threads"]) == (config, peer) + cell:
+        if result_key(r) == (config, peer) + cell:
             return r
     return None
 

@@ -225,6 +225,20 @@ def _emit_by_count(builder, count, largest, name, body):
     builder.position_at_end(end)
 
 
+def _codegen_by_columns(index, largest, name, emit):
+    """The codegen of an intrinsic whose code is emit(context, builder, signature, args, m) for
+    each column count m in 1..largest of its 2-D argument `index`, the one that runs chosen by
+    that argument's columns at run time."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[index])(context, builder, args[index])
+        columns = cgutils.unpack_tuple(builder, array.shape, 2)[1]
+        _emit_by_count(builder, columns, largest, name, lambda count:
+                       emit(context, builder, signature, args, count))
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def _tile_intrinsic(codegen, accepts, step, bias):
     """The intrinsic of a product tile: (X, W, i, j, width, start, stop, out), with (lr,
     weight_decay) before out for a step tile, or the bias row b before out for a tile whose
@@ -565,15 +579,8 @@ def gradient_columns_tile(typingctx, AT, dZ, p, width, start, stop, out):
         return None
     if dZ.layout != "C" or out.layout != "C":
         return None
-
-    def codegen(context, builder, signature, args):
-        dZ_array = context.make_array(signature.args[1])(context, builder, args[1])
-        columns = cgutils.unpack_tuple(builder, dZ_array.shape, 2)[1]
-        _emit_by_count(builder, columns, COLUMN_TILE_MAX, "gradient_columns", lambda count:
-                       _emit_gradient_columns(context, builder, signature, args, count))
-        return context.get_dummy_value()
-
-    return types.void(AT, dZ, p, width, start, stop, out), codegen
+    return (types.void(AT, dZ, p, width, start, stop, out),
+            _codegen_by_columns(1, COLUMN_TILE_MAX, "gradient_columns", _emit_gradient_columns))
 
 
 # Running sums of column_sums_tile: half the register file, so that rows up to that wide are
@@ -733,14 +740,10 @@ def _make_narrow_tile(groups):
         if W.layout != "C" or out.layout != "C":
             return None
 
-        def codegen(context, builder, signature, args):
-            W_array = context.make_array(signature.args[1])(context, builder, args[1])
-            columns = cgutils.unpack_tuple(builder, W_array.shape, 2)[1]
-            _emit_by_count(builder, columns, NARROW_MAX, "narrow_forward", lambda count:
-                           _emit_narrow_forward(context, builder, signature, args, groups, count))
-            return context.get_dummy_value()
+        def emit(context, builder, signature, args, columns):
+            _emit_narrow_forward(context, builder, signature, args, groups, columns)
 
-        return types.void(X, W, i, b, out), codegen
+        return types.void(X, W, i, b, out), _codegen_by_columns(1, NARROW_MAX, "narrow_forward", emit)
 
     tile.__doc__ = (f"out[i:i+R, :m] = b[:m] + X[i:i+R, :] @ W[:, :m] for m = W.shape[1] <= NARROW_MAX and "
                     f"R = {groups} * lanes: the rows along the lanes of {groups} * m running sums, X's "
