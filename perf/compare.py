@@ -65,8 +65,8 @@ marked with a dagger; the 1-minute load average before each cell is in the JSON.
 runs with T = all cores (fastmlp's Numba 'omp' layer, PyTorch) can slow down 100x and more
 while another process holds a core, evenly over all epochs (no dagger): compare the 1-thread
 columns, and rerun multi-thread cells on an idle machine before trusting them. Even on an idle
-machine, some fresh processes run 2-thread kernels about half as fast for their whole life (not
-traced). --rounds R runs every (peer, cell) subprocess R times, the cell's peers taking turns in
+machine, this one runs 2-thread work about half as fast for stretches of seconds to minutes
+(the machine's state, not the process's; see the README). --rounds R runs every (peer, cell) subprocess R times, the cell's peers taking turns in
 each round, and reports for each peer the round with the median samples/s (all rounds' figures are
 in the JSON, and their range in the summary table): one slow process then moves one round, not
 the result.

@@ -56,9 +56,9 @@ JSON also holds each worker's import time, wall time and thread pools.
 
 Rounds: --rounds R runs each case's pair of workers (scikit-learn's, then fastmlp's) R times and
 reports, per library, the round whose median fit time is the median of the R rounds (all rounds'
-medians are shown beside it). Some fresh processes run 2-thread kernels about half as fast for
-their whole life (not traced; fastmlp's OpenMP kernels show it most): with rounds, one such
-process moves one round, not the result.
+medians are shown beside it). This machine runs 2-thread work about half as fast for stretches
+of seconds to minutes (the machine's state, not the process's; see the README): with rounds,
+one process caught in such a stretch moves one round, not the result.
 
 Both estimators draw the same initial weights and shuffles from the same random_state, so the
 two train the same network up to rounding: scores and loss_ should agree closely.
