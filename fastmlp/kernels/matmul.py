@@ -18,8 +18,8 @@ from .vector import (COLUMN_SUMS_VECTORS, COLUMN_TILE_MAX, COLUMN_TILE_ROWS, NAR
                      accumulate_row_edge_tile, accumulate_row_half_tile,
                      accumulate_row_narrow_tile, accumulate_row_tile, accumulate_tile,
                      bias_edge_tile, bias_narrow_tile, bias_packed_tile, bias_tile,
-                     column_sums_tile, gradient_columns_tile, narrow_bias_pair_tile,
-                     narrow_bias_tile, product_edge_tile, product_narrow_tile,
+                     column_sums_tile, gradient_columns_tile, narrow_bias_tile,
+                     product_edge_tile, product_narrow_tile,
                      product_packed_tile, product_row_edge_tile,
                      product_row_half_tile, product_row_narrow_tile, product_row_tile,
                      product_tile, transpose_tile)
@@ -236,21 +236,14 @@ def dense_forward(X, W, b, activation, out):
     """out[n, m] = act(X[n, k] @ W[k, m] + b[m])"""
     n = X.shape[0]
     # Outputs at most NARROW_MAX wide run on the narrow tiles: blocks of a vector's lanes of
-    # rows, or two where a vector has fewer than 16 lanes (vector.narrow_bias_pair_tile).
+    # rows, two of them where a vector has fewer than 16 (vector.narrow_groups).
     lanes = VECTOR_BYTES // out.itemsize
     narrow = W.shape[1] <= NARROW_MAX
-    pair = lanes < 16
-    block_rows = TILE_ROWS if not narrow else 2 * lanes if pair else lanes
+    block_rows = TILE_ROWS if not narrow else 2 * lanes if lanes < 16 else lanes
     for block in prange((n + block_rows - 1) // block_rows):
         i = block_rows * block
         rows = min(block_rows, n - i)
-        done = 0
-        if narrow and pair and rows == block_rows:
-            narrow_bias_pair_tile(X, W, i, b, out)
-            done = rows
-        elif narrow and rows >= lanes:
-            narrow_bias_tile(X, W, i, b, out)
-            done = lanes
+        done = narrow_bias_tile(X, W, i, rows, b, out) if narrow else 0
         for start in range(i + done, i + rows, TILE_ROWS):
             forward_block(X, W, b, start, min(TILE_ROWS, i + rows - start), out)
         if activation != IDENTITY:

@@ -676,12 +676,20 @@ def transpose_tile(typingctx, W, p, j, out):
 NARROW_MAX = 2
 
 
+def narrow_groups(lanes):
+    """Groups of rows a narrow tile runs side by side: two where a vector has fewer than 16
+    lanes, whose one chain of multiply-adds a column would wait on the adder's latency
+    (float64, 400x1 at 200 rows: one group 9.8 µs, two 5.9), else one, where the shuffles of
+    the transposes bound the tile (float32: one group 5.4 µs, two 5.7)."""
+    return 2 if lanes < 16 else 1
+
+
 def _emit_narrow_forward(context, builder, signature, args, groups, columns):
-    X_type, W_type, i_type, b_type, out_type = signature.args
+    X_type, W_type, i_type, _, b_type, out_type = signature.args
     emit = _Emitter(context, builder, out_type.dtype, 1, False)
     lanes, int64 = emit.lanes, emit.int64
     X_array, W_array = emit.array(X_type, args[0]), emit.array(W_type, args[1])
-    b_array, out_array = emit.array(b_type, args[3]), emit.array(out_type, args[4])
+    b_array, out_array = emit.array(b_type, args[4]), emit.array(out_type, args[5])
     first_row = emit.integer(args[2], i_type)
     k = cgutils.unpack_tuple(builder, X_array.shape, 2)[1]
     full = builder.sub(k, builder.srem(k, ir.Constant(int64, lanes)))
@@ -730,26 +738,39 @@ def _emit_narrow_forward(context, builder, signature, args, groups, columns):
                               emit.address(out_array, rows[g * lanes + r], ir.Constant(int64, c), emit.element))
 
 
-def _make_narrow_tile(groups):
-    @intrinsic
-    def tile(typingctx, X, W, i, b, out):
-        if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
-            return None
-        if not (isinstance(b, types.Array) and b.ndim == 1 and b.layout == "C"):
-            return None
-        if W.layout != "C" or out.layout != "C":
-            return None
+@intrinsic
+def narrow_bias_tile(typingctx, X, W, i, rows, b, out):
+    """out[i:i+R, :m] = b[:m] + X[i:i+R, :] @ W[:, :m] for m = W.shape[1] <= NARROW_MAX, R the
+    largest of (groups of lanes rows, narrow_groups(lanes) of them at most) that `rows` holds;
+    returns R (0 when rows < lanes). The rows lie along the lanes of one running sum a column
+    and group, X's blocks of lanes x lanes transposed in registers; each element summed from
+    its bias with one fused multiply-add per term, in order (the other forward tiles' bits).
+    The group counts are chosen while compiling, so a dtype compiles only its own."""
+    if not all(isinstance(a, types.Array) and a.ndim == 2 for a in (X, W, out)):
+        return None
+    if not (isinstance(b, types.Array) and b.ndim == 1 and b.layout == "C"):
+        return None
+    if W.layout != "C" or out.layout != "C" or not isinstance(rows, types.Integer):
+        return None
 
-        def emit(context, builder, signature, args, columns):
-            _emit_narrow_forward(context, builder, signature, args, groups, columns)
+    def codegen(context, builder, signature, args):
+        lanes = VECTOR_BYTES // (signature.args[5].dtype.bitwidth // 8)
+        int64 = ir.IntType(64)
+        count = context.cast(builder, args[3], signature.args[3], types.int64)
+        array = context.make_array(signature.args[1])(context, builder, args[1])
+        columns = cgutils.unpack_tuple(builder, array.shape, 2)[1]
+        done = cgutils.alloca_once_value(builder, ir.Constant(int64, 0))
+        for groups in range(narrow_groups(lanes), 0, -1):
+            fits = builder.icmp_signed(">=", count, ir.Constant(int64, groups * lanes))
+            unset = builder.icmp_signed("==", builder.load(done), ir.Constant(int64, 0))
+            with builder.if_then(builder.and_(fits, unset)):
+                _emit_by_count(builder, columns, NARROW_MAX, f"narrow_forward{groups}",
+                               lambda m, groups=groups: _emit_narrow_forward(
+                                   context, builder, signature, args, groups, m))
+                builder.store(ir.Constant(int64, groups * lanes), done)
+        return builder.load(done)
 
-        return types.void(X, W, i, b, out), _codegen_by_columns(1, NARROW_MAX, "narrow_forward", emit)
-
-    tile.__doc__ = (f"out[i:i+R, :m] = b[:m] + X[i:i+R, :] @ W[:, :m] for m = W.shape[1] <= NARROW_MAX and "
-                    f"R = {groups} * lanes: the rows along the lanes of {groups} * m running sums, X's "
-                    f"blocks of lanes x lanes transposed in registers; each element summed from its bias "
-                    f"with one fused multiply-add per term, in order (the other forward tiles' bits)")
-    return tile
+    return types.int64(X, W, i, rows, b, out), codegen
 
 
 @intrinsic
@@ -863,9 +884,3 @@ step_row_narrow_tile = _make_tile(1, 1, masked=True, assign=True, step=True)
 # optim.sgd_update_forward_row): the delta vectors stay in registers beside the sums.
 update_row_tile = _make_update_row_tile(masked=False)
 update_row_edge_tile = _make_update_row_tile(masked=True)
-# The forward pass of outputs at most NARROW_MAX wide, a group of a vector's lanes of rows, or
-# two: eight lanes leave one chain of multiply-adds per column waiting on the adder's latency
-# (float64, 400x1 at 200 rows: one group 9.8 µs, two 5.9), where with sixteen the shuffles of
-# the transposes bound the tile (float32: one group 5.4 µs, two 5.7).
-narrow_bias_tile = _make_narrow_tile(1)
-narrow_bias_pair_tile = _make_narrow_tile(2)
