@@ -54,11 +54,12 @@ float32 input, >= 3x for float64), and the test-split accuracy (classifiers) or 
 slowest timed fit is over 1.5x its fastest is marked with a dagger (noise: rerun it). The
 JSON also holds each worker's import time, wall time and thread pools.
 
-Rounds: --rounds R runs each case's pair of workers (scikit-learn's, then fastmlp's) R times and
-reports, per library, the round whose median fit time is the median of the R rounds (all rounds'
-medians are shown beside it). This machine runs 2-thread work about half as fast for stretches
-of seconds to minutes (the machine's state, not the process's; see the README): with rounds,
-one process caught in such a stretch moves one round, not the result.
+Rounds: --rounds R runs each case's pair of workers (scikit-learn's, then fastmlp's) R times,
+one round over all cases after another, and reports, per library, the round whose median fit
+time is the median of the R rounds (all rounds' medians are shown beside it). This machine runs
+2-thread work about half as fast for stretches of seconds to minutes (the machine's state, not
+the process's; see the README): with rounds spread over the whole run, such a stretch moves one
+round of the cases it meets, not the result.
 
 Both estimators draw the same initial weights and shuffles from the same random_state, so the
 two train the same network up to rounding: scores and loss_ should agree closely.
@@ -565,37 +566,45 @@ def run_worker(mode, spec, timeout):
         return result
 
 
-def run_case(dataset, dtype_name, solver, data, args):
-    """One case: a scikit-learn worker, then a fastmlp worker, each a fresh process."""
+def new_case(dataset, dtype_name, solver, data, args):
+    """A case's record before its rounds: what runs, with whose parameters."""
     max_iter = args.max_iter_digits if dataset == "digits" else args.max_iter_large
     params = {k: (list(v) if isinstance(v, tuple) else v)
               for k, v in estimator_params(solver, max_iter, args.seed).items()}
-    result = {"dataset": dataset, "task": data["task"], "solver": solver, "dtype": dtype_name,
-              "n_train": data["n_train"], "n_features": data["n_features"],
-              "n_test": data["n_test"], "max_iter": max_iter, "params": params,
-              "repeats": args.repeats, "loadavg_before": loadavg(),
-              "target": TARGETS[dtype_name], "fastmlp_source": fastmlp_source(), "workers": {}}
-    errors = []
-    summaries = {library: [] for library in LIBRARIES}
-    result["rounds"] = args.rounds
-    result["later_rounds_workers"] = []
-    for round_ in range(args.rounds):
-        for library in LIBRARIES:
-            spec = {"library": library, "dir": data["dir"], "task": data["task"],
-                    "dtype": dtype_name, "params": params, "repeats": args.repeats}
-            worker = run_worker("fit", spec, args.timeout)
-            summary = worker.pop("summary", None)
-            if round_ == 0:
-                result["workers"][library] = worker
-            else:
-                result["later_rounds_workers"].append(dict(worker, library=library, round=round_))
-            if worker.get("status") != "ok":
-                errors.append(f"{LIBRARY_LABELS[library]} worker (round {round_ + 1}): "
-                              f"{worker.get('error')}")
-                continue
-            summaries[library].append(summary)
-        if errors:
-            break
+    return {"dataset": dataset, "task": data["task"], "solver": solver, "dtype": dtype_name,
+            "n_train": data["n_train"], "n_features": data["n_features"],
+            "n_test": data["n_test"], "max_iter": max_iter, "params": params,
+            "repeats": args.repeats, "loadavg_before": loadavg(),
+            "target": TARGETS[dtype_name], "fastmlp_source": fastmlp_source(), "workers": {},
+            "rounds": args.rounds, "later_rounds_workers": [], "errors": [],
+            "summaries": {library: [] for library in LIBRARIES}}
+
+
+def run_round(result, round_, data, args):
+    """One round of a case: a scikit-learn worker, then a fastmlp worker, each a fresh
+    process; nothing more once a round has failed."""
+    if result["errors"]:
+        return
+    for library in LIBRARIES:
+        spec = {"library": library, "dir": data["dir"], "task": data["task"],
+                "dtype": result["dtype"], "params": result["params"], "repeats": args.repeats}
+        worker = run_worker("fit", spec, args.timeout)
+        summary = worker.pop("summary", None)
+        if round_ == 0:
+            result["workers"][library] = worker
+        else:
+            result["later_rounds_workers"].append(dict(worker, library=library, round=round_))
+        if worker.get("status") != "ok":
+            result["errors"].append(f"{LIBRARY_LABELS[library]} worker (round {round_ + 1}): "
+                                    f"{worker.get('error')}")
+            continue
+        result["summaries"][library].append(summary)
+
+
+def finish_case(result):
+    """The case's result from its rounds: each library's median round, the speed-up."""
+    errors = result.pop("errors")
+    summaries = result.pop("summaries")
     for library in LIBRARIES:
         if summaries[library] and not errors:
             result[library] = median_round(summaries[library])
@@ -860,35 +869,47 @@ def main(argv=None):
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fastmlp_dropin_data_") as tmp:
         loaded = {}
-        for i, (dataset, dtype, solver) in enumerate(cases, 1):
-            if dataset not in loaded:
-                for old in pathlib.Path(tmp).glob("*.npy"):      # keep one data set on disk
-                    old.unlink()
-                info = run_worker("data", {"dataset": dataset, "dir": tmp, "samples": args.samples,
-                                           "features": args.features, "test": args.test},
-                                  args.timeout)
-                info["dir"] = tmp
-                loaded = {dataset: info}
-                data["data_workers"][dataset] = {k: v for k, v in info.items() if k != "dir"}
-                if info["status"] == "ok":
-                    data["datasets"][dataset] = info["description"]
-            info = loaded[dataset]
+        for dataset in dict.fromkeys(dataset for dataset, _, _ in cases):
+            folder = pathlib.Path(tmp) / dataset
+            folder.mkdir()
+            info = run_worker("data", {"dataset": dataset, "dir": str(folder),
+                                       "samples": args.samples, "features": args.features,
+                                       "test": args.test}, args.timeout)
+            info["dir"] = str(folder)
+            loaded[dataset] = info
+            data["data_workers"][dataset] = {k: v for k, v in info.items() if k != "dir"}
             if info["status"] == "ok":
-                r = run_case(dataset, dtype, solver, info, args)
-            else:
-                r = {"dataset": dataset, "solver": solver, "dtype": dtype, "status": "failed",
-                     "task": "regression" if dataset == "regression" else "classification",
-                     "error": f"data worker: {info.get('error')}"}
-            for library, worker in r.get("workers", {}).items():
-                if worker.get("status") == "ok":
-                    machine["threads_by_library"][library] = worker["threads"]
-            data["results"].append(r)
-            save(data, out)
-            what = (f"sklearn {r['sklearn']['median_s']:.3g} s, fastmlp "
-                    f"{r['fastmlp']['median_s']:.3g} s (first {r['fastmlp_first_fit_s']:.3g} s), "
-                    f"{r['speedup']:.2f}x" if r["status"] == "ok" else f"FAILED: {r['error']}")
-            print(f"[{i}/{len(cases)} {time.perf_counter() - began:6.0f}s] {dataset} {dtype} "
-                  f"{solver}: {what}", file=sys.stderr, flush=True)
+                data["datasets"][dataset] = info["description"]
+        # Round by round over all cases, so that a stretch of slow machine meets one round
+        # of a case, not all of them.
+        records = [new_case(dataset, dtype, solver, loaded[dataset], args)
+                   if loaded[dataset]["status"] == "ok" else None
+                   for dataset, dtype, solver in cases]
+        for round_ in range(args.rounds):
+            for i, (dataset, dtype, solver) in enumerate(cases, 1):
+                if records[i - 1] is not None:
+                    run_round(records[i - 1], round_, loaded[dataset], args)
+                if round_ < args.rounds - 1:
+                    continue
+                if records[i - 1] is not None:
+                    r = finish_case(records[i - 1])
+                else:
+                    r = {"dataset": dataset, "solver": solver, "dtype": dtype, "status": "failed",
+                         "task": "regression" if dataset == "regression" else "classification",
+                         "error": f"data worker: {loaded[dataset].get('error')}"}
+                for library, worker in r.get("workers", {}).items():
+                    if worker.get("status") == "ok":
+                        machine["threads_by_library"][library] = worker["threads"]
+                data["results"].append(r)
+                save(data, out)
+                what = (f"sklearn {r['sklearn']['median_s']:.3g} s, fastmlp "
+                        f"{r['fastmlp']['median_s']:.3g} s (first {r['fastmlp_first_fit_s']:.3g} s), "
+                        f"{r['speedup']:.2f}x" if r["status"] == "ok" else f"FAILED: {r['error']}")
+                print(f"[{i}/{len(cases)} {time.perf_counter() - began:6.0f}s] {dataset} {dtype} "
+                      f"{solver}: {what}", file=sys.stderr, flush=True)
+            if round_ < args.rounds - 1:
+                print(f"[round {round_ + 1}/{args.rounds} {time.perf_counter() - began:6.0f}s] done",
+                      file=sys.stderr, flush=True)
     data["machine"]["loadavg_end"] = loadavg()
     data["machine"]["total_s"] = time.perf_counter() - began
     save(data, out)
