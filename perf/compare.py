@@ -66,10 +66,11 @@ runs with T = all cores (fastmlp's Numba 'omp' layer, PyTorch) can slow down 100
 while another process holds a core, evenly over all epochs (no dagger): compare the 1-thread
 columns, and rerun multi-thread cells on an idle machine before trusting them. Even on an idle
 machine, this one runs 2-thread work about half as fast for stretches of seconds to minutes
-(the machine's state, not the process's; see the README). --rounds R runs every (peer, cell) subprocess R times, the cell's peers taking turns in
-each round, and reports for each peer the round with the median samples/s (all rounds' figures are
-in the JSON, and their range in the summary table): one slow process then moves one round, not
-the result.
+(the machine's state, not the process's; see the README). --rounds R runs every (peer, cell)
+subprocess R times, one round over all cells after another, the cell's peers side by side in
+each, and reports for each peer the round with the median samples/s (all rounds' figures are in
+the JSON, and their range in the summary table): a slow stretch then moves one round, not the
+result.
 fastmlp's Numba kernels are cached in --numba-cache-dir (default perf/results/numba_cache, so the
 package tree is not written to): the first fastmlp cell compiles (its compile_s is then ~20 s),
 later ones load from that cache. torch.compile likewise reuses Inductor's on-disk cache.
@@ -673,11 +674,12 @@ def main(argv=None):
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     data = {"args": vars(args), "machine": measure_machine(args), "results": []}
     data["machine"]["loadavg_start"] = load_start
-    # Rounds take turns over a cell's peers, so a slow spell of the shared machine lands on
-    # one round of each rather than on all of one peer's.
-    jobs = [(config, threads, dtype, B, peer, round_)
+    # One round over all cells after another, a cell's peers side by side in each: a slow
+    # stretch of the shared machine meets one round of the cells it overlaps, not all of a
+    # cell's rounds, nor one peer's alone.
+    jobs = [(config, threads, dtype, B, peer, round_) for round_ in range(args.rounds)
             for config in args.configs for threads in args.threads for dtype in args.dtypes
-            for B in args.batch_sizes for round_ in range(args.rounds) for peer in args.peers]
+            for B in args.batch_sizes for peer in args.peers]
     began = time.perf_counter()
     for i, (config, threads, dtype, B, peer, round_) in enumerate(jobs, 1):
         samples = args.samples_b1 if B == 1 else args.samples
