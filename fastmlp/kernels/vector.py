@@ -684,6 +684,12 @@ def narrow_groups(lanes):
     return 2 if lanes < 16 else 1
 
 
+def narrow_rows(itemsize):
+    """Rows of one narrow tile call at its most: narrow_groups groups of a vector's lanes."""
+    lanes = VECTOR_BYTES // itemsize
+    return narrow_groups(lanes) * lanes
+
+
 def _emit_narrow_forward(context, builder, signature, args, groups, columns):
     X_type, W_type, i_type, _, b_type, out_type = signature.args
     emit = _Emitter(context, builder, out_type.dtype, 1, False)
