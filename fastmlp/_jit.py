@@ -63,8 +63,9 @@ def _fingerprint():
 FINGERPRINT = _fingerprint()
 
 
-def _compile(fn, parallel, tag, inline="never"):
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
+def _compile(fn, parallel, tag, inline="never", bind=None):
+    fn_globals = fn.__globals__ if not bind else dict(fn.__globals__, **bind)
+    clone = types.FunctionType(fn.__code__, fn_globals, fn.__name__,
                                fn.__defaults__, fn.__closure__)
     clone.__qualname__ = f"{fn.__qualname__}__{tag}_{FINGERPRINT}"
     clone.__module__ = fn.__module__
@@ -78,16 +79,25 @@ def _compile(fn, parallel, tag, inline="never"):
     return numba.njit(cache=False, **options)(clone)
 
 
-def kernel(fn):
-    """Compile `fn` as one serial kernel."""
-    return _compile(fn, False, "serial")
+def kernel(fn, variant="", **bind):
+    """Compile `fn` as one serial kernel; with `variant` (a name), the version of it that sees
+    the globals named in `bind` with the values given there (see `helper`)."""
+    return _compile(fn, False, "_".join(filter(None, ("serial", variant))), bind=bind)
 
 
-def helper(fn):
+def helper(fn, variant="", **bind):
     """Compile `fn` as a helper that kernels call per row or block, or that returns array
     views (which a kernel without reference counting cannot return): inlined into its
-    callers."""
-    return _compile(fn, False, "helper", inline="always")
+    callers.
+
+    With `variant` (a name) and `bind`, the version of `fn` in which the globals named in
+    `bind` have the values given there. Numba takes globals as constants and drops the
+    branches they rule out before it compiles what those branches call, so a choice made
+    through `bind` costs no compile time for the code not chosen, as a run-time argument
+    would; callees bound the same way make a chain of kernels that choose together.
+    """
+    return _compile(fn, False, "_".join(filter(None, ("helper", variant))), inline="always",
+                    bind=bind)
 
 
 class ParallelKernel:

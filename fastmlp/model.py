@@ -17,7 +17,7 @@ from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
-from .kernels.epoch import ADAM, SGD, dataset_gradient, train_epoch
+from .kernels.epoch import ADAM, EPOCHS, SGD, dataset_gradient, train_samples_sgd
 from .kernels.losses import loss_gradient, loss_value, softmax_cross_entropy
 from .kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                              weight_grad)
@@ -583,18 +583,27 @@ class MLP:
         first_step = optimizer.momentum != 0 and not self._has_velocity
         if weights is None:
             weights = _NO_WEIGHTS[self.dtype]
-        data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
         start_threads()
-        loss, penalty, finite = train_epoch(
-            X, Y, weights, data, indices, indptr, order, workspace.n, self._sizes,
-            self._activation_array, self._output_code, self._loss_code, float(grad_scale),
-            bool(decay_per_weight), OPTIMIZERS[optimizer.name], float(lr),
-            optimizer.momentum, optimizer.beta2, optimizer.epsilon, optimizer.weight_decay,
-            optimizer.nesterov, first_step, self._steps, self.params, self._grad,
-            self._velocity, self._second_moment, workspace.hidden_buffer,
-            workspace.delta_buffer, workspace.logits.reshape(-1), workspace.output.reshape(-1),
-            self._transposed_buffer, workspace.batch_X.reshape(-1),
-            workspace.batch_Y.reshape(-1), workspace.batch_weights, bool(check_X))
+        if (workspace.n == 1 and optimizer.name == "sgd" and optimizer.momentum == 0
+                and csr is None and not (decay_per_weight and optimizer.weight_decay != 0)):
+            loss, penalty, finite = train_samples_sgd(
+                X, Y, weights, order, self._sizes, self._activation_array, self._output_code,
+                self._loss_code, float(grad_scale), float(lr), optimizer.weight_decay,
+                optimizer.nesterov, first_step, self._steps, self.params, self._grad, self._velocity, workspace.hidden_buffer,
+                workspace.delta_buffer, workspace.logits.reshape(-1),
+                workspace.output.reshape(-1), self._transposed_buffer, bool(check_X))
+        else:
+            data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
+            loss, penalty, finite = EPOCHS[OPTIMIZERS[optimizer.name]](
+                X, Y, weights, data, indices, indptr, order, workspace.n, self._sizes,
+                self._activation_array, self._output_code, self._loss_code, float(grad_scale),
+                bool(decay_per_weight), float(lr), optimizer.momentum, optimizer.beta2,
+                optimizer.epsilon, optimizer.weight_decay, optimizer.nesterov, first_step,
+                self._steps, self.params, self._grad, self._velocity, self._second_moment,
+                workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
+                workspace.output.reshape(-1), self._transposed_buffer,
+                workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1),
+                workspace.batch_weights, bool(check_X))
         if optimizer.name == "sgd" and optimizer.momentum != 0 and self._steps[0] > 0:
             self._has_velocity = True
         if check_X and not (finite and math.isfinite(loss)):

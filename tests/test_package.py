@@ -13,6 +13,7 @@ import pytest
 import fastmlp
 from fastmlp import _jit
 from fastmlp.datasets import make_shapes
+from fastmlp.kernels import epoch
 from fastmlp.kernels.matmul import dense_forward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,3 +164,47 @@ def test_kernels_are_compiled_without_reference_counting():
     assert _jit.OPTIONS["_nrt"] is False
     assert dense_forward.serial.targetoptions["_nrt"] is False
     assert dense_forward.parallel.targetoptions["_nrt"] is False
+
+
+@numba.njit
+def _chosen(x):
+    return x + 1.0
+
+
+@numba.njit
+def _not_chosen(x):
+    return x - 1.0
+
+
+def _choose_by_global(x):
+    if _CHOICE == 1:  # noqa: F821 -- bound by the variant
+        return _chosen(x)
+    return _not_chosen(x)
+
+
+@pytest.mark.parametrize("compile_as", [_jit.kernel, _jit.helper])
+def test_a_bound_variant_compiles_only_the_branch_its_constant_chooses(monkeypatch, compile_as):
+    monkeypatch.setattr(_jit, "CACHE", False)  # compile here, whatever a cache holds
+    if compile_as is _jit.helper:
+        inner = _jit.helper(_choose_by_global, "one", _CHOICE=1)
+        variant = _jit.kernel(lambda x: inner(x) * 2.0)
+    else:
+        variant = _jit.kernel(_choose_by_global, "one", _CHOICE=1)
+    assert variant(1.0) == (4.0 if compile_as is _jit.helper else 2.0)
+    assert _chosen.signatures and not _not_chosen.signatures
+    assert "one" in (inner if compile_as is _jit.helper else variant).py_func.__qualname__
+
+
+@pytest.mark.parametrize("name, code", [("sgd", epoch.SGD), ("adam", epoch.ADAM)])
+def test_each_optimisers_epoch_is_a_chain_bound_to_that_optimiser(name, code):
+    train_epoch = epoch.EPOCHS[code]
+    train_batch = train_epoch.py_func.__globals__["train_batch"]
+    update_layer = train_batch.py_func.__globals__["update_layer"]
+    update_weights = update_layer.py_func.__globals__["update_weights"]
+    for link in (train_batch, update_layer, update_weights):
+        assert link.py_func.__globals__["OPTIMIZER"] == code
+    for link in (train_epoch, train_batch, update_layer, update_weights):
+        assert f"_{name}_" in link.py_func.__qualname__
+    assert epoch.OPTIMIZER is None  # the templates themselves are never compiled
+    samples_update = epoch.train_samples_sgd.py_func.__globals__["update_weights"]
+    assert samples_update.py_func.__globals__["OPTIMIZER"] == epoch.SGD

@@ -8,6 +8,13 @@ size rule as in the model class, hence the same bits.
 Optimiser state: `state1` is SGD's momentum buffer or Adam's first moment,
 `state2` Adam's second moment (unused by SGD); for Adam, `momentum` is beta1
 and `step` the 1-based number of the step being taken.
+
+The optimiser is chosen while compiling, not at run time: the chain train_epoch ->
+train_batch -> update_layer -> update_weights is compiled once per optimiser, with
+OPTIMIZER and the next function of the chain bound (`compile_for`, at the end of
+this module), so a fit compiles or loads only its own optimiser's kernels. With the
+optimiser a run-time argument every first fit compiled both (and the one-sample loop,
+now a kernel of its own): 400-100-40-2 at batch size 32 took 51.6 s, 41.5 without.
 """
 
 import numpy as np
@@ -23,6 +30,8 @@ from .optim import (adam_rate, bias_grad_adam, bias_grad_update, sgd_update_forw
 
 SGD = 0
 ADAM = 1
+# Bound to SGD or ADAM in each compiled chain (compile_for); never read from here.
+OPTIMIZER = None
 
 dense_forward_serial, dense_forward_parallel = dense_forward.serial, dense_forward.parallel
 input_grad_serial, input_grad_parallel = input_grad.serial, input_grad.parallel
@@ -45,15 +54,14 @@ def forward_layer(inputs, W, b, activation, out):
         dense_forward_serial(inputs, W, b, activation, out)
 
 
-@helper
-def update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+def update_weights(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                    first_step, W, W_state1, W_state2, W_grad):
     """The optimiser's step on W from the weight gradient inputs.T @ delta (W_grad: working
     space, its first rows only when serial); serial or parallel by size."""
     parallel = inputs.shape[0] * inputs.shape[1] * delta.shape[1] >= PARALLEL_MIN_WORK
     if not parallel:
         W_grad = W_grad[:GRAD_CHUNK_ROWS]
-    if optimizer == ADAM:
+    if OPTIMIZER == ADAM:
         if parallel:
             weight_grad_adam_parallel(inputs, delta, lr, momentum, beta2, epsilon, weight_decay,
                                       W, W_state1, W_state2, W_grad)
@@ -68,14 +76,12 @@ def update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weigh
                                   first_step, W, W_state1, W_grad)
 
 
-@kernel
-def update_layer(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
-                 first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
+def update_layer(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov, first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
     """update_weights, then the step on b from the column sums of delta (b_grad: the bias
     gradient)."""
-    update_weights(inputs, delta, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+    update_weights(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                    first_step, W, W_state1, W_state2, W_grad)
-    if optimizer == ADAM:
+    if OPTIMIZER == ADAM:
         bias_grad_adam(delta, lr, momentum, beta2, epsilon, b, b_state1, b_state2, b_grad)
     else:
         bias_grad_update(delta, lr, momentum, nesterov, first_step, b, b_state1, b_grad)
@@ -244,9 +250,8 @@ def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, outpu
     return value, delta
 
 
-@kernel
 def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad_scale,
-                decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+                decay_per_weight, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                 first_step, step, params, grad, state1, state2,
                 hidden, deltas, logits, output, transposed):
     """One step of the optimiser on the batch X[rows, sizes[0]], Y[rows, sizes[-1]] with
@@ -278,7 +283,7 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
     if decay_per_weight and weight_decay != 0.0:
         penalty = 0.5 * decay * squared_norm(params[:n_weights])
     step_lr = lr
-    if optimizer == ADAM:
+    if OPTIMIZER == ADAM:
         step_lr = adam_rate(lr, momentum, beta2, step)
     lr_, momentum_, beta2_ = dtype(step_lr), dtype(momentum), dtype(beta2)
     epsilon_, decay_ = dtype(epsilon), dtype(decay)
@@ -303,7 +308,7 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
             inputs = matrix_view(hidden, h_at, rows, k)
             previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
                                       params, layer, w_at, h_at, d_at, t_at)
-        update_layer(inputs, delta, optimizer, lr_, momentum_, beta2_, epsilon_, decay_, nesterov,
+        update_layer(inputs, delta, lr_, momentum_, beta2_, epsilon_, decay_, nesterov,
                      first_step,
                      matrix_view(params, w_at, k, m), params[b_at:b_at + m],
                      matrix_view(state1, w_at, k, m), state1[b_at:b_at + m],
@@ -353,22 +358,22 @@ def half(buffer, size, which):
     return buffer[which * size:(which + 1) * size]
 
 
-@helper
 def train_samples(X, Y, weights, order, sizes, activations, output_activation, loss, grad_scale, lr,
-                  weight_decay, optimizer, nesterov, first_step, steps, params, grad, state1, hidden,
-                  deltas, logits, output, transposed, check_rows):
-    """train_epoch at batch size 1 for SGD without momentum (and without the penalty that
-    decay_per_weight reports): the same steps, in the same bits, with each sample's weight
+                  weight_decay, nesterov, first_step, steps, params, grad, state1, hidden, deltas,
+                  logits, output, transposed, check_rows):
+    """train_epoch at batch size 1 for SGD without momentum and without the penalty that
+    decay_per_weight reports, on dense X: the same steps, in the same bits, with each sample's weight
     step deferred into the next sample's passes over the weights, so each step reads and
     writes them once, not twice. The forward pass takes the step on W (forward_deferred);
     the input gradient reads a transposed copy of W (`transposed`, layers 1 and up), taking
     the same step on it as it goes. The last step is applied to W before returning.
 
     `hidden` and `deltas` hold two samples' worth: the pending step reads the previous
-    sample's. optimizer (SGD), nesterov and first_step are train_epoch's, passed on so that the
-    kernels called here share train_batch's compiled signatures (without momentum they change
-    nothing). With check_rows, stops at the first sample whose row of X is not finite; returns
-    (sum of losses, 0, whether every row read was finite).
+    sample's. nesterov and first_step, which change nothing without momentum, are the
+    caller's flags, not constants, so that the kernels called here share train_batch's compiled
+    signatures (constants would give them literal ones). With check_rows, stops at the first
+    sample whose row of X is not finite; returns (sum of losses, 0, whether every row read was
+    finite).
     """
     n = Y.shape[0]
     n_layers = sizes.shape[0] - 1
@@ -457,8 +462,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
             inputs = X[previous:previous + 1]
             if layer > 0:
                 inputs = matrix_view(last_hidden, h_at - k, 1, k)
-            update_weights(inputs, matrix_view(last_deltas, h_at, 1, m), optimizer, lr_, zero, zero,
-                           zero, decay_, nesterov, first_step, matrix_view(params, w_at, k, m),
+            update_weights(inputs, matrix_view(last_deltas, h_at, 1, m), lr_, zero, zero, zero,
+                           decay_, nesterov, first_step, matrix_view(params, w_at, k, m),
                            matrix_view(state1, w_at, k, m), matrix_view(state1, w_at, k, m),
                            matrix_view(grad, w_at, k, m))
             w_at += k * m
@@ -466,9 +471,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
     return total, 0.0, finite
 
 
-@kernel
 def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, sizes, activations,
-                output_activation, loss, grad_scale, decay_per_weight, optimizer, lr, momentum,
+                output_activation, loss, grad_scale, decay_per_weight, lr, momentum,
                 beta2, epsilon, weight_decay, nesterov, first_step, steps, params, grad, state1,
                 state2, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
                 batch_weights, check_rows):
@@ -481,16 +485,9 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
     stopping early with a non-finite loss if training diverges. With check_rows (dense X),
     each batch of X is tested for NaN and infinity while in cache, and the epoch stops at the
     first that holds any: the caller's whole-array test then needs no pass of its own.
+    (At batch size 1, train_samples takes the same steps faster where it applies.)
     """
     n = Y.shape[0]
-    _, n_hidden, n_deltas, _ = layer_offsets(sizes, 1)
-    if (batch_size == 1 and optimizer == SGD and momentum == 0 and X_indptr.shape[0] == 0
-            and not (decay_per_weight and weight_decay != 0) and hidden.shape[0] >= 2 * n_hidden
-            and deltas.shape[0] >= 2 * n_deltas):
-        return train_samples(X, Y, weights, order, sizes, activations, output_activation, loss,
-                             grad_scale, lr, weight_decay, optimizer, nesterov, first_step, steps,
-                             params, grad, state1, hidden, deltas, logits, output, transposed,
-                             check_rows)
     total = 0.0
     penalty_total = 0.0
     for start in range(0, n, batch_size):
@@ -501,7 +498,7 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
             return total, penalty_total, False
         value, penalty, stepped = train_batch(
             Xb, Yb, wb, sizes, activations, output_activation, loss, grad_scale,
-            decay_per_weight, optimizer, lr, momentum, beta2, epsilon, weight_decay, nesterov,
+            decay_per_weight, lr, momentum, beta2, epsilon, weight_decay, nesterov,
             first_step, steps[0] + 1, params, grad, state1, state2,
             hidden, deltas, logits, output, transposed)
         if stepped:
@@ -512,6 +509,22 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
         if not np.isfinite(total):
             return total, penalty_total, True
     return total, penalty_total, True
+
+
+def compile_for(optimizer, name):
+    """train_epoch and update_weights with `optimizer` (SGD or ADAM) bound through the chain,
+    compiled as the variant `name`."""
+    weights = helper(update_weights, name, OPTIMIZER=optimizer)
+    layer = kernel(update_layer, name, OPTIMIZER=optimizer, update_weights=weights)
+    batch = kernel(train_batch, name, OPTIMIZER=optimizer, update_layer=layer)
+    return kernel(train_epoch, name, train_batch=batch), weights
+
+
+train_epoch_sgd, update_weights_sgd = compile_for(SGD, "sgd")
+train_epoch_adam, _ = compile_for(ADAM, "adam")
+# The compiled epochs by optimiser code, and the one-sample SGD loop.
+EPOCHS = {SGD: train_epoch_sgd, ADAM: train_epoch_adam}
+train_samples_sgd = kernel(train_samples, "sgd", update_weights=update_weights_sgd)
 
 
 @kernel
