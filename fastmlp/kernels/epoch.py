@@ -13,9 +13,9 @@ The optimiser is chosen while compiling, not at run time: the chain train_epoch 
 train_batch -> (tail_beside_gather ->) train_tail -> update_layer -> update_weights
 is compiled once per optimiser, with OPTIMIZER and the next function of the chain
 bound (`compile_for`, at the end of this module), so a fit compiles or loads only
-its own optimiser's kernels. With the
-optimiser a run-time argument every first fit compiled both (and the one-sample loop,
-now a kernel of its own): 400-100-40-2 at batch size 32 took 51.6 s, 39.0 so.
+its own optimiser's kernels. With the optimiser a run-time argument every first fit
+compiled both (and the one-sample loop, now a kernel of its own): 400-100-40-2 at
+batch size 32 took 51.6 s, 39.0 so.
 """
 
 import numpy as np
@@ -79,7 +79,8 @@ def update_weights(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, ne
                                   first_step, W, W_state1, W_grad)
 
 
-def update_layer(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov, first_step, W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
+def update_layer(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov, first_step,
+                 W, b, W_state1, b_state1, W_state2, b_state2, W_grad, b_grad):
     """update_weights, then the step on b from the column sums of delta (b_grad: the bias
     gradient)."""
     update_weights(inputs, delta, lr, momentum, beta2, epsilon, weight_decay, nesterov,
@@ -480,8 +481,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                   weight_decay, nesterov, first_step, steps, params, grad, state1, hidden, deltas,
                   logits, output, transposed, check_rows):
     """train_epoch at batch size 1 for SGD without momentum and without the penalty that
-    decay_per_weight reports, on dense X: the same steps, in the same bits, with each sample's weight
-    step deferred into the next sample's passes over the weights, so each step reads and
+    decay_per_weight reports, on dense X: the same steps, in the same bits, with each sample's
+    weight step deferred into the next sample's passes over the weights, so each step reads and
     writes them once, not twice. The forward pass takes the step on W (forward_deferred);
     the input gradient reads a transposed copy of W (`transposed`, layers 1 and up), taking
     the same step on it as it goes. The last step is applied to W before returning.
