@@ -107,10 +107,9 @@ class ParallelKernel:
     always run the same machine code and give the same bits.
     """
 
-    def __init__(self, fn, variant="", **bind):
-        self.serial = _compile(fn, False, "_".join(filter(None, ("serial", variant))), bind=bind)
-        self.parallel = _compile(fn, True, "_".join(filter(None, ("parallel", variant))),
-                                 bind=bind)
+    def __init__(self, fn):
+        self.serial = _compile(fn, False, "serial")
+        self.parallel = _compile(fn, True, "parallel")
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
 
@@ -121,10 +120,9 @@ class ParallelKernel:
         return self.parallel if parallel else self.serial
 
 
-def parallel_kernel(fn, variant="", **bind):
-    """Compile `fn`, whose outer loop is a prange, as a serial and a parallel kernel (with
-    `variant` and `bind` as for `helper`)."""
-    return ParallelKernel(fn, variant, **bind)
+def parallel_kernel(fn):
+    """Compile `fn`, whose outer loop is a prange, as a serial and a parallel kernel."""
+    return ParallelKernel(fn)
 
 
 # When a kernel runs its parallel variant: a rule on problem size alone, shared by
@@ -206,21 +204,3 @@ def rows_flat(typingctx, matrix, start, stop):
                                 [builder.mul(builder.sub(stop_value, start_value), cols)])
 
     return result(matrix, start, stop), codegen
-
-
-@numba.extending.intrinsic
-def claim(typingctx, counter, amount):
-    """counter[0] += amount as one atomic step; returns counter[0] before it. Threads that
-    claim work this way take disjoint ranges of it, however they interleave."""
-    if not (isinstance(counter, numba_types.Array) and counter.dtype == numba_types.int64
-            and isinstance(amount, numba_types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        data = make_array(signature.args[0])(context, builder, args[0]).data
-        value = context.cast(builder, args[1], signature.args[1], numba_types.int64)
-        # Monotonic: the claimed ranges need only be disjoint; the parallel region's end
-        # orders what the threads wrote in them before anything reads it.
-        return builder.atomic_rmw("add", data, value, "monotonic")
-
-    return numba_types.int64(counter, amount), codegen

@@ -17,8 +17,7 @@ from .errors import DivergenceError
 from .kernels import activations as act
 from .kernels import losses
 from .kernels.activations import activation_forward
-from .kernels.epoch import (ADAM, EPOCHS, SGD, dataset_gradient, overlaps_gather,
-                            train_samples_sgd)
+from .kernels.epoch import ADAM, EPOCHS, SGD, dataset_gradient, train_samples_sgd
 from .kernels.losses import loss_gradient, loss_value, softmax_cross_entropy
 from .kernels.matmul import (bias_grad, dense_forward, input_grad, input_grad_row, transpose,
                              weight_grad)
@@ -104,11 +103,7 @@ class _Workspace:
         self.delta_buffer = _aligned_empty(max(n, 2) * sum(sizes[1:]), dtype)
         self.logits = _aligned_empty((n, sizes[-1]), dtype)
         self.output = _aligned_empty((n, sizes[-1]), dtype)
-        # Two batches when the compiled loop gathers the next one during each step.
-        ahead = overlaps_gather(np.asarray(sizes, dtype=np.int64), n)
-        self.batch_X = _aligned_empty((2 * n if ahead else n, sizes[0]), dtype)
-        self.step_result = np.zeros(2)
-        self.step_claims = np.zeros(1, dtype=np.int64)
+        self.batch_X = _aligned_empty((n, sizes[0]), dtype)
         self.batch_Y = _aligned_empty((n, sizes[-1]), dtype)
         self.batch_weights = np.empty(n, dtype)
         self._chunk_grad = None
@@ -608,8 +603,7 @@ class MLP:
                 workspace.hidden_buffer, workspace.delta_buffer, workspace.logits.reshape(-1),
                 workspace.output.reshape(-1), self._transposed_buffer,
                 workspace.batch_X.reshape(-1), workspace.batch_Y.reshape(-1),
-                workspace.batch_weights, workspace.step_result, workspace.step_claims,
-                bool(check_X))
+                workspace.batch_weights, bool(check_X))
         if optimizer.name == "sgd" and optimizer.momentum != 0 and self._steps[0] > 0:
             self._has_velocity = True
         if check_X and not (finite and math.isfinite(loss)):

@@ -208,23 +208,3 @@ def test_each_optimisers_epoch_is_a_chain_bound_to_that_optimiser(name, code):
     assert epoch.OPTIMIZER is None  # the templates themselves are never compiled
     samples_update = epoch.train_samples_sgd.py_func.__globals__["update_weights"]
     assert samples_update.py_func.__globals__["OPTIMIZER"] == epoch.SGD
-
-
-@numba.njit(parallel=True)
-def _claim_every_row(claims, owners, block):
-    claims[0] = 0
-    for _ in numba.prange(4):
-        start = _jit.claim(claims, block)
-        while start < owners.shape[0]:
-            for row in range(start, min(start + block, owners.shape[0])):
-                owners[row] += 1
-            start = _jit.claim(claims, block)
-
-
-@pytest.mark.parametrize("block", [1, 3, 16])
-def test_claim_hands_each_block_to_exactly_one_thread(block):
-    owners = np.zeros(10_000, dtype=np.int64)
-    claims = np.zeros(1, dtype=np.int64)
-    _claim_every_row(claims, owners, block)
-    assert (owners == 1).all()
-    assert claims[0] >= owners.size  # every claim counted, the ones past the end too

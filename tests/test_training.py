@@ -20,7 +20,6 @@ from conftest import assert_unchanged, snapshot, targets_for
 import fastmlp
 from fastmlp import MLP
 from fastmlp.datasets import make_shapes
-from fastmlp.kernels.epoch import overlaps_gather
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SIZES = [6, 7, 5, 3]
@@ -373,67 +372,6 @@ def test_one_sample_fit_equals_steps_on_each_sample_bitwise(sizes, activation, l
     assert np.array_equal(a.params, b.params)
     assert a._steps[0] == b._steps[0] == epochs * (n if weights is None else np.count_nonzero(weights))
     np.testing.assert_allclose(history["loss"], losses, rtol=1e-12, atol=0)
-
-
-# Where a step's first layer runs its products in parallel and the rest serially
-# (epoch.overlaps_gather), fit's compiled loop gathers the next shuffled batch on one thread
-# while the other takes the serial part; step takes each batch at once. Nets: hidden layers
-# after the first narrow enough to stay serial, the last batch shorter.
-GATHER_AHEAD_NETS = [([400, 100, 40, 2], 32, "relu", "cross_entropy"),
-                     ([64, 100, 10], 200, "tanh", "cross_entropy"),
-                     ([400, 100, 1], 200, "sigmoid", "mse")]
-
-
-@pytest.mark.parametrize("setting", [dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
-                                     dict(optimizer="adam", weight_decay=1e-3),
-                                     dict(momentum=0.9, weighted=True)],
-                         ids=["sgd_nesterov", "adam", "sample_weight"])
-@pytest.mark.parametrize("sizes,batch_size,activation,loss", GATHER_AHEAD_NETS,
-                         ids=["x".join(map(str, n[0])) for n in GATHER_AHEAD_NETS])
-def test_fit_gathering_each_next_batch_during_the_step_equals_steps_bitwise(
-        sizes, batch_size, activation, loss, setting, dtype):
-    assert overlaps_gather(np.array(sizes), batch_size)  # the path under test
-    rng = np.random.default_rng(5)
-    n = 3 * batch_size + batch_size // 3
-    X = rng.normal(size=(n, sizes[0])).astype(dtype)
-    y = (rng.integers(0, sizes[-1], n) if loss == "cross_entropy"
-         else rng.normal(size=(n, sizes[-1])).astype(dtype))
-    settings = {key: value for key, value in setting.items() if key != "weighted"}
-    weights = None
-    if setting.get("weighted"):
-        weights = rng.uniform(0, 2, n)
-        weights[batch_size:2 * batch_size] = 0  # a batch that makes no step, mid-epoch
-    a = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
-    b = MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
-    shuffler = np.random.default_rng()
-    shuffler.bit_generator.state = a._rng.bit_generator.state
-    epochs = 2
-    orders = [shuffler.permutation(n) for _ in range(epochs)]
-    history = a.fit(X, y, epochs=epochs, batch_size=batch_size, lr=0.05,
-                    sample_weight=weights, **settings)
-    assert a._workspace(batch_size).batch_X.shape[0] == 2 * batch_size
-    losses = []
-    for order in orders:
-        total = 0.0
-        for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
-            w = None if weights is None else weights[rows]
-            total += b.step(X[rows], y[rows], lr=0.05, sample_weight=w, **settings) * len(rows)
-        losses.append(total / n)
-    assert np.array_equal(a.params, b.params)
-    np.testing.assert_allclose(history["loss"], losses, rtol=1e-12, atol=0)
-
-
-@pytest.mark.parametrize("sizes,rows,expected", [
-    ([400, 100, 40, 2], 32, True),      # first layer parallel, the rest serial
-    ([400, 14, 8, 2], 32, False),       # first layer serial: nothing to overlap
-    ([400, 14, 8, 2], 1024, True),
-    ([784, 256, 128, 10], 1024, False),  # the second layer's products run in parallel
-    ([400, 200, 100, 2], 16, False),    # its transpose does (200 x 100 weights)
-    ([400, 100], 200, False),           # one layer: no serial part between the products
-])
-def test_overlaps_gather_follows_the_kernels_size_rules(sizes, rows, expected):
-    assert overlaps_gather(np.array(sizes), rows) is expected
 
 
 # ---------------------------------------------------------------- float32 model

@@ -10,19 +10,16 @@ Optimiser state: `state1` is SGD's momentum buffer or Adam's first moment,
 and `step` the 1-based number of the step being taken.
 
 The optimiser is chosen while compiling, not at run time: the chain train_epoch ->
-train_batch -> (tail_beside_gather ->) train_tail -> update_layer -> update_weights
-is compiled once per optimiser, with OPTIMIZER and the next function of the chain
-bound (`compile_for`, at the end of this module), so a fit compiles or loads only
-its own optimiser's kernels. With the optimiser a run-time argument every first fit
-compiled both (and the one-sample loop, now a kernel of its own): 400-100-40-2 at
-batch size 32 took 51.6 s, 39.0 so.
+train_batch -> update_layer -> update_weights is compiled once per optimiser, with
+OPTIMIZER and the next function of the chain bound (`compile_for`, at the end of
+this module), so a fit compiles or loads only its own optimiser's kernels. With the
+optimiser a run-time argument every first fit compiled both (and the one-sample loop,
+now a kernel of its own): 400-100-40-2 at batch size 32 took 51.6 s, 39.0 so.
 """
 
 import numpy as np
-from numba import prange
 
-from .._jit import (PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, claim, helper, kernel, matrix_view,
-                     parallel_kernel)
+from .._jit import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_WORK, helper, kernel, matrix_view
 from .activations import IDENTITY, activation_forward
 from .data import gather_csr_rows, gather_rows, rows_finite
 from .losses import CROSS_ENTROPY, loss_gradient, softmax_cross_entropy, squared_norm
@@ -116,11 +113,10 @@ def transpose_by_size(W, WT):
 
 
 @helper
-def forward(X, first, sizes, activations, output_activation, params, hidden, logits, output):
+def forward(X, sizes, activations, output_activation, params, hidden, logits, output):
     """The forward pass on X[rows, sizes[0]]: hidden layers into `hidden`, the last layer's
     pre-activation into `logits` and its activation into `output` (when not the identity);
-    returns the (rows, sizes[-1]) views (Z, P). Layers before `first` are taken as done, their
-    outputs in `hidden`."""
+    returns the (rows, sizes[-1]) views (Z, P)."""
     rows = X.shape[0]
     n_layers = sizes.shape[0] - 1
     n_weights = 0
@@ -136,9 +132,7 @@ def forward(X, first, sizes, activations, output_activation, params, hidden, log
         last = layer == n_layers - 1
         out = Z if last else matrix_view(hidden, h_at, rows, m)
         activation = IDENTITY if last else activations[layer]
-        if layer < first:
-            pass
-        elif layer == 0:
+        if layer == 0:
             forward_layer(X, W, b, activation, out)
         else:
             previous = matrix_view(hidden, h_at - rows * k, rows, k)
@@ -242,155 +236,39 @@ def output_loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total
 
 
 @helper
-def forward_loss_gradient(X, first, Y, weights, weight_total, sizes, activations,
-                          output_activation, loss, grad_scale, params, hidden, deltas, d_at, logits,
-                          output):
-    """The forward pass on X from layer `first` (see forward), then grad_scale times the
-    gradient of the loss at the output layer's pre-activation into deltas from d_at; returns
-    (the loss, that (rows, sizes[-1]) view of deltas)."""
+def forward_loss_gradient(X, Y, weights, weight_total, sizes, activations, output_activation,
+                          loss, grad_scale, params, hidden, deltas, d_at, logits, output):
+    """The forward pass on X, then grad_scale times the gradient of the loss at the output
+    layer's pre-activation into deltas from d_at; returns (the loss, that (rows, sizes[-1])
+    view of deltas)."""
     rows = X.shape[0]
     n_out = sizes[sizes.shape[0] - 1]
-    Z, P = forward(X, first, sizes, activations, forward_output(loss, output_activation), params,
-                   hidden, logits, output)
+    Z, P = forward(X, sizes, activations, forward_output(loss, output_activation), params, hidden,
+                   logits, output)
     delta = matrix_view(deltas, d_at, rows, n_out)
     value = output_loss_gradient(Z, P, Y, loss, output_activation, weights, weight_total,
                                  grad_scale, output, delta)
     return value, delta
 
 
-@kernel
-def overlaps_gather(sizes, rows):
-    """Whether a step on `rows` rows runs its first layer's products in parallel and all between
-    them serially (the other layers' passes and updates, the loss: the size rules of
-    forward_layer, update_weights, backward, transpose_by_size and output_of), so that one
-    thread can gather the next batch while another takes the serial part (train_batch)."""
-    n_layers = sizes.shape[0] - 1
-    if n_layers < 2 or rows * sizes[0] * sizes[1] < PARALLEL_MIN_WORK:
-        return False
-    for layer in range(1, n_layers):
-        k, m = sizes[layer], sizes[layer + 1]
-        if rows * k * m >= PARALLEL_MIN_WORK or k * m >= PARALLEL_MIN_ELEMENTS:
-            return False
-    return rows * sizes[n_layers] < PARALLEL_MIN_ELEMENTS
-
-
-def train_tail(X, first, Y, weights, weight_total, sizes, activations, output_activation, loss,
-               grad_scale, penalty_scale, lr, momentum, beta2, epsilon, weight_decay, nesterov,
-               first_step, params, grad, state1, state2, hidden, deltas, logits, output,
-               transposed):
-    """train_batch's step on X from layer `first` (0 or 1) of the forward pass on: the loss
-    and its gradient, then from the last layer down to the second each layer's input gradient
-    and update. Leaves the first layer's delta at the start of `deltas`, for its update;
-    returns (the loss, penalty_scale times the sum of squared weights before the step, 0
-    without computing it if penalty_scale is 0). lr, momentum, beta2, epsilon and weight_decay
-    are the step's, in params' dtype."""
-    rows = X.shape[0]
-    n_layers = sizes.shape[0] - 1
-    n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
-    penalty = 0.0
-    if penalty_scale != 0.0:
-        penalty = penalty_scale * squared_norm(params[:n_weights])
-    d_at -= rows * sizes[n_layers]
-    value, delta = forward_loss_gradient(X, first, Y, weights, weight_total, sizes, activations,
-                                         output_activation, loss, grad_scale, params, hidden,
-                                         deltas, d_at, logits, output)
-    # Backward, from the last layer down; the offsets start at the buffers' ends.
-    w_at, b_at = n_weights, params.shape[0]
-    for layer in range(n_layers - 1, 0, -1):
-        k, m = sizes[layer], sizes[layer + 1]
-        w_at -= k * m
-        b_at -= m
-        h_at -= rows * k
-        t_at -= k * m
-        d_at -= rows * k
-        previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
-                                  params, layer, w_at, h_at, d_at, t_at)
-        update_layer(matrix_view(hidden, h_at, rows, k), delta, lr, momentum, beta2, epsilon,
-                     weight_decay, nesterov, first_step,
-                     matrix_view(params, w_at, k, m), params[b_at:b_at + m],
-                     matrix_view(state1, w_at, k, m), state1[b_at:b_at + m],
-                     matrix_view(state2, w_at, k, m), state2[b_at:b_at + m],
-                     matrix_view(grad, w_at, k, m), grad[b_at:b_at + m])
-        delta = previous_delta
-    return value, penalty
-
-
-# Rows of the next batch a thread claims at a time in tail_beside_gather: short enough that
-# the two threads finish within a claim of each other, long enough for gather_rows' rows ahead.
-GATHER_CLAIM = 16
-# Tasks of tail_beside_gather: at least one for each thread, up to this many threads (the
-# parallel loop hands each thread a run of them); a constant, since reading the thread count
-# inside a kernel would keep it and its callers out of the cache.
-GATHER_TASKS = 64
-
-
-@helper
-def gather_claimed(source, source_rows, gathered, claims):
-    """gathered[r] = source[source_rows[r]] for the blocks of GATHER_CLAIM rows this thread
-    claims from claims[0] (claim), until none is left."""
-    n = source_rows.shape[0]
-    start = claim(claims, GATHER_CLAIM)
-    while start < n:
-        stop = min(start + GATHER_CLAIM, n)
-        gather_rows_serial(source, source_rows[start:stop], gathered[start:stop])
-        start = claim(claims, GATHER_CLAIM)
-
-
-def tail_beside_gather(X, Y, weights, weight_total, sizes, activations, output_activation, loss,
-                       grad_scale, penalty_scale, lr, momentum, beta2, epsilon, weight_decay,
-                       nesterov, first_step, params, grad, state1, state2, hidden, deltas, logits,
-                       output, transposed, source, source_rows, gathered, result, claims):
-    """train_tail from layer 1 and gathered = source[source_rows] (the next batch) at once: one
-    thread takes train_tail and then gathers, the others gather from the start, each claiming
-    blocks of rows from claims[0] as it goes, so they end together whatever either part costs
-    (one thread does both in turn); the loss and penalty into result[0] and result[1]. Which
-    thread copies which row changes no bit."""
-    claims[0] = 0
-    for task in prange(GATHER_TASKS):
-        if task == 0:
-            result[0], result[1] = train_tail(
-                X, 1, Y, weights, weight_total, sizes, activations, output_activation, loss,
-                grad_scale, penalty_scale, lr, momentum, beta2, epsilon, weight_decay, nesterov,
-                first_step, params, grad, state1, state2, hidden, deltas, logits, output,
-                transposed)
-        gather_claimed(source, source_rows, gathered, claims)
-
-
-@helper
-def gather_X_rows(X, rows, out):
-    """out = X[rows], serial or parallel by size."""
-    if rows.shape[0] * X.shape[1] >= PARALLEL_MIN_ELEMENTS:
-        gather_rows_parallel(X, rows, out)
-    else:
-        gather_rows_serial(X, rows, out)
-
-
 def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad_scale,
                 decay_per_weight, lr, momentum, beta2, epsilon, weight_decay, nesterov,
                 first_step, step, params, grad, state1, state2,
-                hidden, deltas, logits, output, transposed, source, source_rows, gathered, result,
-                claims):
+                hidden, deltas, logits, output, transposed):
     """One step of the optimiser on the batch X[rows, sizes[0]], Y[rows, sizes[-1]] with
-    sample weights `weights` (empty: 1 each), on grad_scale times the batch's loss, and
-    gathered = source[source_rows] (the next batch's rows of X; none if source_rows is empty).
+    sample weights `weights` (empty: 1 each), on grad_scale times the batch's loss.
 
     Weight decay is `weight_decay`, or with decay_per_weight `weight_decay` divided by the
     batch's total weight (scikit-learn's alpha). Returns (loss, L2 penalty, whether a step
     was taken): a batch of total weight 0 changes nothing. The penalty, weight decay / 2 times
     the sum of squared weights before the step, is computed with decay_per_weight only.
 
-    The step is the first layer's forward pass, train_tail, the first layer's update. Where
-    the part between the first layer's products runs serially (overlaps_gather), the gather
-    runs beside it (tail_beside_gather), on the thread that would wait otherwise: scikit-learn's
-    20,000 x 400 float32 fits, 400-100-1 at 200 rows on 2 threads, took 96.6-96.9 µs a step
-    with sgd, 91.5-91.9 so, with Adam 96.1-96.2 and 93.7-93.8. Else it runs after the step.
-
     hidden, deltas, logits, output, transposed: flat workspaces of at least
     rows * sum(sizes[1:-1]), rows * sum(sizes[1:]), rows * sizes[-1] (twice) and
-    sum of sizes[l] * sizes[l + 1] for l >= 1 elements; result: float64, two elements; claims:
-    int64, one element.
+    sum of sizes[l] * sizes[l + 1] for l >= 1 elements.
     """
     rows = X.shape[0]
+    n_layers = sizes.shape[0] - 1
     if weights.shape[0] == 0:
         weight_total = float(rows)
     else:
@@ -398,53 +276,57 @@ def train_batch(X, Y, weights, sizes, activations, output_activation, loss, grad
         for i in range(rows):
             weight_total += np.float64(weights[i])
         if weight_total == 0.0:
-            gather_X_rows(source, source_rows, gathered)
             return 0.0, 0.0, False
-    n_weights = layer_offsets(sizes, rows)[0]
+    n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
     dtype = params.dtype.type
     decay = weight_decay / weight_total if decay_per_weight else weight_decay
-    penalty_scale = 0.5 * decay if decay_per_weight and weight_decay != 0.0 else 0.0
+    penalty = 0.0
+    if decay_per_weight and weight_decay != 0.0:
+        penalty = 0.5 * decay * squared_norm(params[:n_weights])
     step_lr = lr
     if OPTIMIZER == ADAM:
         step_lr = adam_rate(lr, momentum, beta2, step)
     lr_, momentum_, beta2_ = dtype(step_lr), dtype(momentum), dtype(beta2)
     epsilon_, decay_ = dtype(epsilon), dtype(decay)
 
-    k, m = sizes[0], sizes[1]
-    W, b = matrix_view(params, 0, k, m), params[n_weights:n_weights + m]
-    beside = source_rows.shape[0] > 0 and overlaps_gather(sizes, rows)
-    if beside:
-        forward_layer(X, W, b, activations[0], matrix_view(hidden, 0, rows, m))
-        tail_beside_gather(X, Y, weights, weight_total, sizes, activations, output_activation,
-                           loss, grad_scale, penalty_scale, lr_, momentum_, beta2_, epsilon_,
-                           decay_, nesterov, first_step, params, grad, state1, state2, hidden,
-                           deltas, logits, output, transposed, source, source_rows, gathered,
-                           result, claims)
-        value, penalty = result[0], result[1]
-    else:
-        value, penalty = train_tail(X, 0, Y, weights, weight_total, sizes, activations,
-                                    output_activation, loss, grad_scale, penalty_scale, lr_,
-                                    momentum_, beta2_, epsilon_, decay_, nesterov, first_step,
-                                    params, grad, state1, state2, hidden, deltas, logits, output,
-                                    transposed)
-    update_layer(X, matrix_view(deltas, 0, rows, m), lr_, momentum_, beta2_, epsilon_, decay_,
-                 nesterov, first_step, W, b,
-                 matrix_view(state1, 0, k, m), state1[n_weights:n_weights + m],
-                 matrix_view(state2, 0, k, m), state2[n_weights:n_weights + m],
-                 matrix_view(grad, 0, k, m), grad[n_weights:n_weights + m])
-    if not beside:
-        gather_X_rows(source, source_rows, gathered)
+    d_at -= rows * sizes[n_layers]
+    value, delta = forward_loss_gradient(X, Y, weights, weight_total, sizes, activations,
+                                         output_activation, loss, grad_scale, params, hidden,
+                                         deltas, d_at, logits, output)
+
+    # Backward, from the last layer down; the offsets start at the buffers' ends.
+    w_at, b_at = n_weights, params.shape[0]
+    for layer in range(n_layers - 1, -1, -1):
+        k, m = sizes[layer], sizes[layer + 1]
+        w_at -= k * m
+        b_at -= m
+        inputs = X
+        previous_delta = delta
+        if layer > 0:
+            h_at -= rows * k
+            t_at -= k * m
+            d_at -= rows * k
+            inputs = matrix_view(hidden, h_at, rows, k)
+            previous_delta = backward(delta, sizes, activations, hidden, deltas, transposed,
+                                      params, layer, w_at, h_at, d_at, t_at)
+        update_layer(inputs, delta, lr_, momentum_, beta2_, epsilon_, decay_, nesterov,
+                     first_step,
+                     matrix_view(params, w_at, k, m), params[b_at:b_at + m],
+                     matrix_view(state1, w_at, k, m), state1[b_at:b_at + m],
+                     matrix_view(state2, w_at, k, m), state2[b_at:b_at + m],
+                     matrix_view(grad, w_at, k, m), grad[b_at:b_at + m])
+        delta = previous_delta
     return value, penalty, True
 
 
 @helper
 def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
-                 batch_X, batch_Y, batch_weights, X_gathered):
+                 batch_X, batch_Y, batch_weights):
     """The batch of rows start..start+rows-1 in `order`, as (rows, d), (rows, k) and (rows,)
     arrays of X, Y and weights: slices of them when `order` is empty (rows in order), else the
     rows order[start:start + rows] of X (or of the CSR matrix X_data, X_indices, X_indptr when
     X_indptr is not empty; X is then an empty (0, d) array), Y and weights gathered into views
-    of the flat batch buffers; with X_gathered, batch_X holds X's rows already."""
+    of the flat batch buffers."""
     if order.shape[0] == 0:
         wb = weights[start:start + rows] if weights.shape[0] > 0 else weights
         return X[start:start + rows], Y[start:start + rows], wb
@@ -453,15 +335,15 @@ def gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
     k = Y.shape[1]
     Xb = matrix_view(batch_X, 0, rows, d)
     Yb = matrix_view(batch_Y, 0, rows, k)
-    if X_gathered:
-        pass
-    elif X_indptr.shape[0] > 0:
+    if X_indptr.shape[0] > 0:
         if rows * d >= PARALLEL_MIN_ELEMENTS:
             gather_csr_rows_parallel(X_data, X_indices, X_indptr, batch_rows, Xb)
         else:
             gather_csr_rows_serial(X_data, X_indices, X_indptr, batch_rows, Xb)
+    elif rows * d >= PARALLEL_MIN_ELEMENTS:
+        gather_rows_parallel(X, batch_rows, Xb)
     else:
-        gather_X_rows(X, batch_rows, Xb)
+        gather_rows_serial(X, batch_rows, Xb)
     gather_rows_serial(Y, batch_rows, Yb)
     wb = batch_weights[:0]
     if weights.shape[0] > 0:
@@ -536,8 +418,8 @@ def train_samples(X, Y, weights, order, sizes, activations, output_activation, l
                                     sample_hidden, previous_hidden, previous_deltas, logits,
                                     output)
         else:
-            Z, P = forward(x, 0, sizes, activations, forward_output(loss, output_activation),
-                           params, sample_hidden, logits, output)
+            Z, P = forward(x, sizes, activations, forward_output(loss, output_activation), params,
+                           sample_hidden, logits, output)
         d_at = n_deltas - n_out
         delta = matrix_view(sample_deltas, d_at, 1, n_out)
         total += output_loss_gradient(Z, P, Y[row:row + 1], loss, output_activation,
@@ -594,13 +476,10 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
                 output_activation, loss, grad_scale, decay_per_weight, lr, momentum,
                 beta2, epsilon, weight_decay, nesterov, first_step, steps, params, grad, state1,
                 state2, hidden, deltas, logits, output, transposed, batch_X, batch_Y,
-                batch_weights, result, claims, check_rows):
+                batch_weights, check_rows):
     """One epoch of train_batch over the rows of X[n, d] (or the CSR matrix, see
     gather_batch), Y[n, k] and weights in `order` (in order if `order` is empty; CSR input
     needs an order), batches of `batch_size`, the last one shorter.
-
-    With dense X in a shuffled order, a batch_X of two batches and steps that overlaps_gather,
-    each step gathers the next batch's rows of X into the half of batch_X it does not read.
 
     steps[0] counts the steps taken (Adam's t), updated in place. Returns (sum of batch
     loss * rows, sum of batch penalty * rows, whether every batch of X read was finite),
@@ -609,31 +488,20 @@ def train_epoch(X, Y, weights, X_data, X_indices, X_indptr, order, batch_size, s
     first that holds any: the caller's whole-array test then needs no pass of its own.
     (At batch size 1, train_samples takes the same steps faster where it applies.)
     """
-    n, d = Y.shape[0], X.shape[1]
-    half = batch_size * d
-    ahead = (order.shape[0] > 0 and X_indptr.shape[0] == 0 and batch_X.shape[0] >= 2 * half
-             and overlaps_gather(sizes, batch_size))
-    current = 0  # the half of batch_X this step's rows of X are gathered into
-    gathered = False  # whether the last step gathered them already
+    n = Y.shape[0]
     total = 0.0
     penalty_total = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
-                                  batch_X[current * half:], batch_Y, batch_weights, gathered)
+                                  batch_X, batch_Y, batch_weights)
         if check_rows and not rows_finite(Xb, 0, rows):
             return total, penalty_total, False
-        next_rows = min(batch_size, n - start - rows) if ahead else 0
-        source_rows = order[start + rows:start + rows + next_rows]
         value, penalty, stepped = train_batch(
             Xb, Yb, wb, sizes, activations, output_activation, loss, grad_scale,
             decay_per_weight, lr, momentum, beta2, epsilon, weight_decay, nesterov,
             first_step, steps[0] + 1, params, grad, state1, state2,
-            hidden, deltas, logits, output, transposed,
-            X, source_rows, matrix_view(batch_X, (1 - current) * half, next_rows, d), result,
-            claims)
-        if ahead:
-            current, gathered = 1 - current, next_rows > 0
+            hidden, deltas, logits, output, transposed)
         if stepped:
             first_step = False
             steps[0] += 1
@@ -649,10 +517,7 @@ def compile_for(optimizer, name):
     compiled as the variant `name`."""
     weights = helper(update_weights, name, OPTIMIZER=optimizer)
     layer = kernel(update_layer, name, OPTIMIZER=optimizer, update_weights=weights)
-    tail = kernel(train_tail, name, update_layer=layer)
-    beside = parallel_kernel(tail_beside_gather, name, train_tail=tail)
-    batch = kernel(train_batch, name, OPTIMIZER=optimizer, train_tail=tail, update_layer=layer,
-                   tail_beside_gather=beside.parallel)
+    batch = kernel(train_batch, name, OPTIMIZER=optimizer, update_layer=layer)
     return kernel(train_epoch, name, train_batch=batch), weights
 
 
@@ -683,10 +548,10 @@ def dataset_gradient(X, Y, weights, X_data, X_indices, X_indptr, order, weight_t
     for start in range(0, n, chunk_rows):
         rows = min(chunk_rows, n - start)
         Xb, Yb, wb = gather_batch(X, Y, weights, X_data, X_indices, X_indptr, order, start, rows,
-                                  batch_X, batch_Y, batch_weights, False)
+                                  batch_X, batch_Y, batch_weights)
         n_weights, h_at, d_at, t_at = layer_offsets(sizes, rows)
         d_at -= rows * sizes[n_layers]
-        value, delta = forward_loss_gradient(Xb, 0, Yb, wb, weight_total, sizes, activations,
+        value, delta = forward_loss_gradient(Xb, Yb, wb, weight_total, sizes, activations,
                                              output_activation, loss, grad_scale, params, hidden,
                                              deltas, d_at, logits, output)
         total += value
