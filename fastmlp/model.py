@@ -586,12 +586,15 @@ class MLP:
         start_threads()
         if (workspace.n == 1 and optimizer.name == "sgd" and optimizer.momentum == 0
                 and csr is None and not (decay_per_weight and optimizer.weight_decay != 0)):
+            # The same steps as the epoch loop's, each weight step deferred into the next
+            # sample's passes (epoch.train_samples).
             loss, penalty, finite = train_samples_sgd(
                 X, Y, weights, order, self._sizes, self._activation_array, self._output_code,
                 self._loss_code, float(grad_scale), float(lr), optimizer.weight_decay,
-                optimizer.nesterov, first_step, self._steps, self.params, self._grad, self._velocity, workspace.hidden_buffer,
-                workspace.delta_buffer, workspace.logits.reshape(-1),
-                workspace.output.reshape(-1), self._transposed_buffer, bool(check_X))
+                optimizer.nesterov, first_step, self._steps, self.params, self._grad,
+                self._velocity, workspace.hidden_buffer, workspace.delta_buffer,
+                workspace.logits.reshape(-1), workspace.output.reshape(-1),
+                self._transposed_buffer, bool(check_X))
         else:
             data, indices, indptr = _NO_CSR[self.dtype] if csr is None else csr
             loss, penalty, finite = EPOCHS[OPTIMIZERS[optimizer.name]](
